@@ -1,0 +1,1 @@
+"""Sources (TensorBoard event files, MLflow) and sinks (Aim repos, local or remote)."""

@@ -1,0 +1,137 @@
+"""TFRecord framing, as TensorBoard event files use it, read from any binary stream.
+
+A record is ``uint64 length | uint32 masked_crc32c(length) | payload | uint32 masked_crc32c(payload)``,
+little-endian (see ``apache_beam/io/tfrecordio.py``). The reader is written for damaged files:
+
+* a clean end of stream ends the file;
+* a record cut short at the end (a job killed mid-write) ends the file with a ``truncated`` problem,
+  keeping every record before it, as TensorBoard's own loader does;
+* a bad payload CRC skips that one record (its length was verified, so the next frame is known);
+* a bad length CRC means the frame boundary is lost: the reader scans forward for the next offset
+  whose 12 header bytes carry a valid length CRC and resumes there (``resync``).
+
+Every record it yields passed both CRCs; every byte it could not use is reported as a ``Problem``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import BinaryIO, Iterator, Union
+
+import crc32c as _crc32c
+
+__all__ = ['Record', 'Problem', 'iter_records', 'masked_crc', 'frame']
+
+_HEADER = struct.Struct('<QI')
+_FOOTER = struct.Struct('<I')
+_MASK_DELTA = 0xA282EAD8
+_CHUNK = 1 << 20
+# A length this large is certainly a corrupted header, whatever its CRC says.
+_MAX_RECORD = 1 << 31
+
+
+def masked_crc(data: bytes) -> int:
+    crc = _crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(payload: bytes) -> bytes:
+    """One framed record: what a TFRecord writer puts on disk for ``payload``."""
+    header = struct.pack('<Q', len(payload))
+    return header + _FOOTER.pack(masked_crc(header)) + payload + _FOOTER.pack(masked_crc(payload))
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    offset: int
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    offset: int
+    reason: str
+    # 'truncated' | 'payload_crc' | 'length_crc'
+    kind: str
+
+
+class _Buffer:
+    """A forward-only window over a stream, refilled in large chunks (no copy per record)."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._buf = b''
+        self._i = 0      # read position inside _buf
+        self._base = 0   # stream offset of _buf[0]
+        self._eof = False
+
+    @property
+    def pos(self) -> int:
+        return self._base + self._i
+
+    def peek(self, n: int) -> bytes:
+        if len(self._buf) - self._i < n and not self._eof:
+            parts = [self._buf[self._i:]]
+            have = len(parts[0])
+            while have < n and not self._eof:
+                chunk = self._stream.read(max(_CHUNK, n - have))
+                if not chunk:
+                    self._eof = True
+                else:
+                    parts.append(chunk)
+                    have += len(chunk)
+            self._base += self._i
+            self._buf = b''.join(parts)
+            self._i = 0
+        return self._buf[self._i:self._i + n]
+
+    def skip(self, n: int) -> None:
+        available = len(self._buf) - self._i
+        if n > available:
+            self.peek(n)
+            available = len(self._buf) - self._i
+        self._i += min(n, available)
+
+    def find_header(self) -> bool:
+        """Advance to the next offset holding a header with a valid length CRC; False at end of stream."""
+        self.skip(1)
+        while True:
+            window = self.peek(_CHUNK)
+            if len(window) < _HEADER.size:
+                self.skip(len(window))
+                return False
+            for i in range(0, len(window) - _HEADER.size + 1):
+                if masked_crc(window[i:i + 8]) == _FOOTER.unpack_from(window, i + 8)[0]:
+                    self.skip(i)
+                    return True
+            # keep the last bytes: a header may straddle the window's end
+            self.skip(len(window) - _HEADER.size + 1)
+
+
+def iter_records(stream: BinaryIO) -> Iterator[Union[Record, Problem]]:
+    buf = _Buffer(stream)
+    while True:
+        offset = buf.pos
+        header = buf.peek(_HEADER.size)
+        if not header:
+            return
+        if len(header) < _HEADER.size:
+            yield Problem(offset, f'truncated record header ({len(header)} of 12 bytes) at end of file', 'truncated')
+            return
+        length, length_crc = _HEADER.unpack(header)
+        if masked_crc(header[:8]) != length_crc or length > _MAX_RECORD:
+            yield Problem(offset, 'record length fails its CRC; scanning for the next record', 'length_crc')
+            if not buf.find_header():
+                return
+            continue
+        body = buf.peek(_HEADER.size + length + _FOOTER.size)
+        if len(body) < _HEADER.size + length + _FOOTER.size:
+            yield Problem(offset, f'truncated record ({len(body)} of {_HEADER.size + length + 4} bytes) '
+                                  'at end of file', 'truncated')
+            return
+        buf.skip(len(body))
+        payload = body[_HEADER.size:_HEADER.size + length]
+        if masked_crc(payload) != _FOOTER.unpack_from(body, _HEADER.size + length)[0]:
+            yield Problem(offset, 'record payload fails its CRC', 'payload_crc')
+            continue
+        yield Record(offset, payload)

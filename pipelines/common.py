@@ -1,0 +1,104 @@
+"""What both pipelines share: flag errors, Beam options, dead letters, the end-of-run report."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.runs import NAMESPACE
+from transforms.series import Skip
+
+__all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
+           'read_counters', 'check_repo_writable', 'parse_json_flag']
+
+
+class UsageError(Exception):
+    """A bad flag or value: reported as one line, exit status 2, before any work starts."""
+
+
+def fail_usage(prog: str, error: Exception) -> None:
+    print(f'{prog}: error: {error}', file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_json_flag(flag: str, text: Optional[str]) -> Dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f'{flag} is not valid JSON ({error.msg} at column {error.colno}): {text}') from None
+    if not isinstance(value, dict):
+        raise UsageError(f'{flag} must be a JSON object, got: {text}')
+    return value
+
+
+def pipeline_options(pipeline_args: List[str]) -> PipelineOptions:
+    return PipelineOptions(pipeline_args, save_main_session=False)
+
+
+def default_skipped_path(repo: str) -> str:
+    """Dead letters go beside a local repo (``REPO.skipped.jsonl``), or in the working directory."""
+    if repo.startswith('aim://'):
+        return os.path.abspath('runferry-skipped.jsonl')
+    return os.path.abspath(repo.rstrip('/')) + '.skipped.jsonl'
+
+
+def check_repo_writable(repo: str) -> None:
+    """A local repo must be creatable/writable; a remote one must answer (checked by the sink module)."""
+    if repo.startswith('aim://'):
+        from connectors.aim_remote import check_server
+        check_server(repo)
+        return
+    path = os.path.abspath(repo)
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise UsageError(f'--repo {repo} is not writable ({probe} is not a writable directory)')
+    from connectors.aim_sink import open_repo
+    try:
+        open_repo(repo, create=True)  # created here, once, so that workers never race to initialize it
+    except Exception as error:
+        raise UsageError(f'--repo {repo} cannot be opened as an Aim repo: {error}') from None
+
+
+class WriteSkipped(beam.DoFn):
+    """All dead letters (one list) → one JSON-lines file, sorted so the same input gives the same file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, skips: List[Skip]):
+        import fsspec
+
+        lines = sorted(skip.to_json() for skip in skips)
+        with fsspec.open(self.path, 'w') as out:
+            for line in lines:
+                out.write(line + '\n')
+        yield len(lines)
+
+
+def read_counters(result) -> Dict[str, int]:
+    """The pipeline's runferry counters, committed (or attempted, where a runner has no committed)."""
+    counters: Dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for counter in query['counters']:
+        name = counter.key.metric.name
+        try:
+            value = counter.committed
+        except Exception:
+            value = None
+        if value is None:
+            value = counter.attempted
+        counters[name] = counters.get(name, 0) + (value or 0)
+    return counters

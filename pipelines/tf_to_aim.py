@@ -1,0 +1,118 @@
+"""TensorBoard logdir → Aim repo, as a Beam batch pipeline.
+
+    python -m pipelines.tf_to_aim --logdir DIR_OR_URL --repo AIM_REPO [--flat] [--experiment NAME]
+        [--dry-run] [--skipped PATH] [--strict] [--storage-options JSON] [any Beam flag...]
+
+Flags this module does not know (``--runner``, ``--direct_num_workers``...) go to Beam untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import posixpath
+import sys
+import time
+from typing import List, Optional, Tuple
+
+import apache_beam as beam
+
+from connectors.event_files import EventFileSource, SourceError
+from pipelines.common import (UsageError, WriteSkipped, check_repo_writable, default_skipped_path, fail_usage,
+                              parse_json_flag, pipeline_options, read_counters)
+from pipelines.report import print_plan, print_report
+from transforms.classify import Plan, classify
+from transforms.runs import IndexRunsFn
+from transforms.tensorboard import ConvertTensorBoard
+
+PROG = 'tf_to_aim'
+log = logging.getLogger(PROG)
+
+
+def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
+    parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
+    parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
+    parser.add_argument('--flat', action='store_true', help='every directory holding event files is a run')
+    parser.add_argument('--experiment', help="Aim experiment of the runs (default: the logdir's base name)")
+    parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
+                        help='print the plan (runs, contexts, files, ignored files); write nothing')
+    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
+    parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
+    parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
+                        help='JSON object passed to fsspec (e.g. {"anon": true})')
+    parser.add_argument('--chunk-points', '--chunk_points', dest='chunk_points', type=int, default=100_000,
+                        help=argparse.SUPPRESS)
+    known, pipeline_args = parser.parse_known_args(argv)
+    if not known.logdir.strip():
+        raise UsageError('--logdir is empty')
+    if not known.repo.strip():
+        raise UsageError('--repo is empty')
+    known.storage_options = parse_json_flag('--storage-options', known.storage_options)
+    if known.experiment is None:
+        known.experiment = posixpath.basename(known.logdir.rstrip('/')) or 'default'
+    if known.skipped is None:
+        known.skipped = default_skipped_path(known.repo)
+    return known, pipeline_args
+
+
+def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], Plan]:
+    """List the logdir once and classify it; a logdir with no event file is a usage error."""
+    source = EventFileSource(args.logdir, args.storage_options)
+    try:
+        listing = source.list_event_files()
+    except SourceError as error:
+        raise UsageError(str(error)) from None
+    if not listing:
+        raise UsageError(f'logdir {source.logdir} holds no event files (no file name contains "tfevents")')
+    return source, listing, classify(listing, flat=args.flat)
+
+
+def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str]) -> None:
+    converted = (p
+                 | 'ListEventFiles' >> beam.Create([listing])
+                 | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.flat,
+                                                              args.chunk_points))
+    (converted['written']
+     | 'CollectRuns' >> beam.combiners.ToList()
+     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(args.repo)))
+    (converted['skipped']
+     | 'CollectSkipped' >> beam.combiners.ToList()
+     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(args.skipped)))
+
+
+def warn_ignored(source: EventFileSource, plan: Plan) -> None:
+    if plan.ignored:
+        listed = ', '.join(source.url(p) for p in plan.ignored)
+        log.warning('ignoring %d unorganized event file(s) (not in a run directory): %s',
+                    len(plan.ignored), listed)
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        args, pipeline_args = parse(argv)
+        source, listing, plan = plan_source(args)
+        if not args.dry_run:
+            check_repo_writable(args.repo)
+    except UsageError as error:
+        fail_usage(PROG, error)
+    warn_ignored(source, plan)
+    if args.dry_run:
+        print_plan(source, plan, args.experiment)
+        return 0
+    started = time.time()
+    p = beam.Pipeline(options=pipeline_options(pipeline_args))
+    build(p, args, source, listing)
+    result = p.run()
+    result.wait_until_finish()
+    counters = read_counters(result)
+    print_report(counters, elapsed=time.time() - started, repo=args.repo, skipped_path=args.skipped)
+    skipped_any = any(counters.get(k, 0) for k in ('files_skipped', 'records_skipped', 'points_skipped',
+                                                   'runs_failed')) or bool(plan.ignored)
+    return 1 if (args.strict and skipped_any) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Logdirs and stores written by real writers, for the demo, the tests and the benchmark."""

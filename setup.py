@@ -1,0 +1,37 @@
+"""runferry: move ML experiment history (TensorBoard, MLflow) into Aim with Apache Beam pipelines."""
+from setuptools import find_packages, setup
+
+# Direct dependencies, pinned; constraints.txt pins everything beneath them (make uses both).
+BEAM = 'apache-beam==2.77.0'  # keep equal to templates/*/Dockerfile and requirements.txt
+
+setup(
+    name='runferry',
+    version='0.1.0',
+    description='Batch pipelines that migrate TensorBoard logs and MLflow runs into Aim, losslessly.',
+    packages=find_packages(include=['pipelines', 'transforms', 'connectors', 'samples']),
+    python_requires='>=3.11,<3.12',
+    install_requires=[
+        BEAM,
+        'aim==3.29.1',
+        'mlflow==3.17.2',
+        'tensorboard==2.21.0',
+        'protobuf==6.33.6',
+        'fsspec==2026.9.0',
+        'crc32c==2.9.post0',
+        'numpy==2.4.6',
+        'pillow==12.3.0',
+    ],
+    extras_require={
+        'gcs': ['gcsfs==2026.10.0'],
+        's3': ['s3fs==2026.9.0'],
+        'samples': ['tensorboardX==2.6.5'],
+        'dev': [
+            'tensorboardX==2.6.5',
+            'pytest==9.2.0',
+            'pytest-timeout==2.4.0',
+            'hypothesis==6.170.15',
+            'moto[server]==5.2.5',
+            'gcp-storage-emulator==2026.7.19',
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""Beam PTransforms and DoFns, and the pure functions they call."""

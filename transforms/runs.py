@@ -1,0 +1,61 @@
+"""Writing runs to Aim from Beam: the DoFn around ``connectors.aim_sink`` and the final index step."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from connectors.aim_sink import AimRunWriter, index_runs, run_hash_for
+from transforms.series import RunData, Skip
+
+__all__ = ['WriteRunsFn', 'IndexRunsFn', 'NAMESPACE']
+
+NAMESPACE = 'runferry'
+SKIPPED = 'skipped'
+
+
+class WriteRunsFn(beam.DoFn):
+    """(RunData, dead letters) → one result dict per run written; a run that fails is a dead letter."""
+
+    def __init__(self, repo: str):
+        self.repo = repo
+        self.runs_written = Metrics.counter(NAMESPACE, 'runs_written')
+        self.runs_failed = Metrics.counter(NAMESPACE, 'runs_failed')
+        self.points_written = Metrics.counter(NAMESPACE, 'points_written')
+        self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
+        self._writer = None
+
+    def setup(self):
+        self._writer = AimRunWriter(self.repo)
+
+    def process(self, element: Tuple[RunData, List[Skip]]):
+        data, skips = element
+        for skip in skips:
+            self.points_skipped.inc(skip.count)
+            yield TaggedOutput(SKIPPED, skip)
+        points = sum(len(s) for s in data.series)
+        try:
+            written = self._writer.write(data)
+        except Exception as error:  # one bad run must not stop the others; it is reported
+            self.runs_failed.inc()
+            self.points_skipped.inc(points)
+            yield TaggedOutput(SKIPPED, Skip(data.spec.attributes.get('tensorboard_logdir', data.spec.identity),
+                                             f'run could not be written: {type(error).__name__}: {error}',
+                                             'run', count=points))
+            return
+        self.runs_written.inc()
+        self.points_written.inc(sum(written.values()))
+        yield {'name': data.spec.name, 'hash': run_hash_for(data.spec.identity), 'points': written,
+               'contexts': sorted({str(s.context) for s in data.series})}
+
+
+class IndexRunsFn(beam.DoFn):
+    """All run results (one list) → the repo index updated once, from one worker."""
+
+    def __init__(self, repo: str):
+        self.repo = repo
+
+    def process(self, results: List[Dict[str, Any]]):
+        yield index_runs(self.repo, [r['hash'] for r in results])
