@@ -1,0 +1,82 @@
+"""Plain payloads (``transforms.plugins``) → Aim objects, registered into ``aim_sink.OBJECT_CONVERTERS``.
+
+Images and audio keep the source's encoded bytes as they are (no decode/re-encode round trip, so a
+JPEG loses nothing and a PNG keeps its exact bytes); Pillow only reads the image header for mode and
+size, which Aim's UI shows.
+
+Distributions: ``aim.Distribution`` stores counts (``hist``) and one ``(start, end)`` range, i.e.
+uniform buckets; TensorBoard's buckets need not be uniform (TF1 histograms are exponential). The
+converter stores the counts as Aim's ``hist`` over ``range = (first edge, last edge)`` — what Aim's UI
+draws, exact when the buckets are uniform — and the exact k+1 edges beside them in the object's
+storage under ``edges`` (float64 bytes). ``distribution_edges(d)`` reads them back (falling back to
+Aim's uniform ``ranges`` for distributions written by others); ``d.weights`` are the counts.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, List, Union
+
+import numpy as np
+from aim import Audio, Distribution, Image, Text
+from aim.storage.types import BLOB
+
+from connectors.aim_sink import OBJECT_CONVERTERS
+
+__all__ = ['to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges']
+
+EDGES_KEY = 'edges'
+
+
+def _one_image(sample: Dict[str, Any]) -> Image:
+    from PIL import Image as PILImage
+
+    data = bytes(sample['data'])
+    with PILImage.open(io.BytesIO(data)) as pil_image:
+        mode, (width, height) = pil_image.mode, pil_image.size
+    image = Image.__new__(Image)  # the fields Image._from_pil_image sets, with the original bytes
+    image.storage['data'] = BLOB(data=data)
+    image.storage['source'] = 'PIL.Image'
+    image.storage['mode'] = mode
+    image.storage['format'] = sample['format']
+    image.storage['width'], image.storage['height'] = width, height
+    image.storage['caption'] = sample.get('caption', '')
+    return image
+
+
+def to_image(payload: List[Dict[str, Any]]) -> Union[Image, List[Image]]:
+    images = [_one_image(sample) for sample in payload]
+    return images[0] if len(images) == 1 else images
+
+
+def to_distribution(payload: Dict[str, List[float]]) -> Distribution:
+    edges = np.asarray(payload['edges'], dtype=np.float64)
+    counts = np.asarray(payload['counts'], dtype=np.float64)
+    if len(edges) != len(counts) + 1:
+        raise ValueError(f'{len(counts)} bucket counts need {len(counts) + 1} edges, got {len(edges)}')
+    distribution = Distribution(hist=counts, bin_range=(float(edges[0]), float(edges[-1])))
+    distribution.storage[EDGES_KEY] = BLOB(data=edges.tobytes())
+    return distribution
+
+
+def distribution_edges(distribution: Distribution) -> np.ndarray:
+    """The exact bucket edges of a distribution written by runferry (Aim's uniform ones otherwise)."""
+    try:
+        raw = distribution.storage[EDGES_KEY]
+    except KeyError:
+        return distribution.ranges
+    raw = raw.load() if hasattr(raw, 'load') else raw
+    return np.frombuffer(bytes(raw), dtype=np.float64)
+
+
+def to_text(payload: str) -> Text:
+    return Text(payload)
+
+
+def to_audio(payload: List[Dict[str, Any]]) -> Union[Audio, List[Audio]]:
+    clips = [Audio(bytes(clip['data']), format=clip['format'], caption=clip.get('caption', ''),
+                   rate=clip.get('rate')) for clip in payload]
+    return clips[0] if len(clips) == 1 else clips
+
+
+OBJECT_CONVERTERS.update({'image': to_image, 'distribution': to_distribution, 'text': to_text,
+                          'audio': to_audio})
