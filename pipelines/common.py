@@ -1,9 +1,11 @@
 """What both pipelines share: flag errors, Beam options, dead letters, the end-of-run report."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -15,7 +17,12 @@ from transforms.runs import NAMESPACE
 from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
-           'read_counters', 'check_repo_writable', 'parse_json_flag']
+           'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
+           'SKIP_COUNTERS']
+
+# Counters that, when not zero, mean something read was not written.
+SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
+                 'artifacts_skipped')
 
 
 class UsageError(Exception):
@@ -102,3 +109,41 @@ def read_counters(result) -> Dict[str, int]:
             value = counter.attempted
         counters[name] = counters.get(name, 0) + (value or 0)
     return counters
+
+
+def _is_direct_runner(pipeline_args: List[str]) -> bool:
+    runner = PipelineOptions(pipeline_args).get_all_options().get('runner')
+    return runner in (None, 'DirectRunner', 'direct', 'PrismRunner', 'prism') or 'Direct' in str(runner)
+
+
+@contextlib.contextmanager
+def watch_progress(pipeline_args: List[str], files_total: int, runs_total: int):
+    """Yields a ``ProgressRecorder`` for the DoFns, and shows progress while the block runs, on
+    DirectRunner (elsewhere the runner's own UI shows progress, and the recorder is a no-op)."""
+    from pipelines.progress import ProgressDisplay, ProgressRecorder
+
+    if not _is_direct_runner(pipeline_args):
+        yield ProgressRecorder(None)
+        return
+    with tempfile.TemporaryDirectory(prefix='runferry-progress-') as directory:
+        display = ProgressDisplay(directory, files_total, runs_total)
+        display.start()
+        try:
+            yield ProgressRecorder(directory)
+        finally:
+            display.stop()
+
+
+def finish(counters: Dict[str, int], elapsed: float, args) -> int:
+    """Print the report (and write it as JSON with ``--report``); the exit status under ``--strict``."""
+    from pipelines.report import print_report
+
+    print_report(counters, elapsed=elapsed, repo=args.repo, skipped_path=args.skipped)
+    if getattr(args, 'report', None):
+        import fsspec
+
+        with fsspec.open(args.report, 'w') as out:
+            json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': args.repo,
+                       'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
+    skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
+    return 1 if (args.strict and skipped_any) else 0

@@ -35,6 +35,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         ('runs failed', counters.get('runs_failed', 0)),
         ('files read', counters.get('files_read', 0)),
         ('files skipped', counters.get('files_skipped', 0)),
+        ('files ignored', counters.get('files_ignored', 0)),
         ('records read', counters.get('records_read', 0)),
         ('records skipped', counters.get('records_skipped', 0)),
         ('points read', counters.get('points_read', 0)),
@@ -45,6 +46,12 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
     print('runferry report', file=out)
     for name, value in rows:
         print(f'  {name:<{width}}  {value:>12,}', file=out)
+    kinds = sorted({name.split(':', 1)[1] for name in counters if name.startswith(('points_read:', 'points_written:'))})
+    if kinds:
+        print(f'  {"points by kind":<{width}}  {"read":>12}  {"written":>12}', file=out)
+        for kind in kinds:
+            print(f'  {"  " + kind:<{width}}  {counters.get("points_read:" + kind, 0):>12,}  '
+                  f'{counters.get("points_written:" + kind, 0):>12,}', file=out)
     rate = written / elapsed if elapsed > 0 else 0.0
     print(f'  {"elapsed":<{width}}  {elapsed:>11.1f}s  ({rate:,.0f} points/s)', file=out)
     if skipped_path:

@@ -19,8 +19,9 @@ SKIPPED = 'skipped'
 class WriteRunsFn(beam.DoFn):
     """(RunData, dead letters) → one result dict per run written; a run that fails is a dead letter."""
 
-    def __init__(self, repo: str):
+    def __init__(self, repo: str, progress=None):
         self.repo = repo
+        self.progress = progress
         self.runs_written = Metrics.counter(NAMESPACE, 'runs_written')
         self.runs_failed = Metrics.counter(NAMESPACE, 'runs_failed')
         self.points_written = Metrics.counter(NAMESPACE, 'points_written')
@@ -47,6 +48,10 @@ class WriteRunsFn(beam.DoFn):
             return
         self.runs_written.inc()
         self.points_written.inc(sum(written.values()))
+        for kind, count in written.items():
+            Metrics.counter(NAMESPACE, f'points_written:{kind}').inc(count)
+        if self.progress is not None:
+            self.progress.record('runs', 1, sum(written.values()))
         yield {'name': data.spec.name, 'hash': run_hash_for(data.spec.identity), 'points': written,
                'contexts': sorted({str(s.context) for s in data.series})}
 
