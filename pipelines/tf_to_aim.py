@@ -20,8 +20,9 @@ import apache_beam as beam
 
 from connectors.event_files import EventFileSource, SourceError
 from pipelines.common import (UsageError, WriteSkipped, check_repo_writable, default_skipped_path, fail_usage,
-                              parse_json_flag, pipeline_options, read_counters)
-from pipelines.report import print_plan, print_report
+                              finish, parse_json_flag, pipeline_options, read_counters, watch_progress)
+from pipelines.progress import ProgressRecorder
+from pipelines.report import print_plan
 from transforms.classify import Plan, classify
 from transforms.runs import IndexRunsFn
 from transforms.tensorboard import ConvertTensorBoard
@@ -30,7 +31,8 @@ PROG = 'tf_to_aim'
 log = logging.getLogger(PROG)
 
 
-def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line's flags (also read by the Flex Template's tests to match metadata.json)."""
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
     parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
     parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
@@ -40,11 +42,16 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
                         help='print the plan (runs, contexts, files, ignored files); write nothing')
     parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
+    parser.add_argument('--report', help='also write the final report as JSON to this path')
     parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
                         help='JSON object passed to fsspec (e.g. {"anon": true})')
     parser.add_argument('--chunk-points', '--chunk_points', dest='chunk_points', type=int, default=100_000,
                         help=argparse.SUPPRESS)
-    known, pipeline_args = parser.parse_known_args(argv)
+    return parser
+
+
+def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    known, pipeline_args = make_parser().parse_known_args(argv)
     if not known.logdir.strip():
         raise UsageError('--logdir is empty')
     if not known.repo.strip():
@@ -69,11 +76,12 @@ def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], P
     return source, listing, classify(listing, flat=args.flat)
 
 
-def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str]) -> None:
+def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str],
+          progress: Optional[ProgressRecorder] = None) -> None:
     converted = (p
                  | 'ListEventFiles' >> beam.Create([listing])
                  | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.flat,
-                                                              args.chunk_points))
+                                                              args.chunk_points, progress))
     (converted['written']
      | 'CollectRuns' >> beam.combiners.ToList()
      | 'IndexRuns' >> beam.ParDo(IndexRunsFn(args.repo)))
@@ -102,16 +110,15 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:
         print_plan(source, plan, args.experiment)
         return 0
-    started = time.time()
-    p = beam.Pipeline(options=pipeline_options(pipeline_args))
-    build(p, args, source, listing)
-    result = p.run()
-    result.wait_until_finish()
+    with watch_progress(pipeline_args, files_total=len(plan.assignments()), runs_total=len(plan.runs)) as progress:
+        started = time.time()
+        p = beam.Pipeline(options=pipeline_options(pipeline_args))
+        build(p, args, source, listing, progress)
+        result = p.run()
+        result.wait_until_finish()
     counters = read_counters(result)
-    print_report(counters, elapsed=time.time() - started, repo=args.repo, skipped_path=args.skipped)
-    skipped_any = any(counters.get(k, 0) for k in ('files_skipped', 'records_skipped', 'points_skipped',
-                                                   'runs_failed')) or bool(plan.ignored)
-    return 1 if (args.strict and skipped_any) else 0
+    counters['files_ignored'] = len(plan.ignored)
+    return finish(counters, time.time() - started, args)
 
 
 if __name__ == '__main__':

@@ -45,9 +45,10 @@ class ClassifyEventFiles(beam.DoFn):
 class ReadEventFileFn(beam.DoFn):
     """One event file → (run, chunk of Series) elements, and dead letters for what could not be read."""
 
-    def __init__(self, source: EventFileSource, chunk_points: int = 100_000):
+    def __init__(self, source: EventFileSource, chunk_points: int = 100_000, progress=None):
         self.source = source
         self.chunk_points = chunk_points
+        self.progress = progress
         self.files_read = Metrics.counter(NAMESPACE, 'files_read')
         self.files_skipped = Metrics.counter(NAMESPACE, 'files_skipped')
         self.records_read = Metrics.counter(NAMESPACE, 'records_read')
@@ -83,10 +84,16 @@ class ReadEventFileFn(beam.DoFn):
             yield TaggedOutput(SKIPPED, Skip(url, 'empty event file', 'file'))
         else:
             self.files_read.inc()
+        if self.progress is not None:
+            self.progress.record('files')
         self.records_read.inc(stats['records_read'])
         self.records_skipped.inc(sum(v for k, v in stats.items() if k.startswith('records_skipped')))
-        self.points_read.inc(sum(v for k, v in stats.items() if k.startswith('points_read')))
+        self.points_read.inc(sum(v for k, v in stats.items() if k.startswith('points_read'))
+                             + stats['points_skipped:unsupported'])
         self.points_skipped.inc(stats['points_skipped:unsupported'])
+        for name, value in stats.items():
+            if name.startswith('points_read:'):  # by kind: points_read:metric, points_read:image, ...
+                Metrics.counter(NAMESPACE, name).inc(value)
 
 
 def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
@@ -104,11 +111,15 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
             skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
     url = source.url(run)
+    attributes: Dict[str, Any] = {'tensorboard_logdir': url}
+    for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
+        merged.remove(series)
+        attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
     spec = RunSpec(
         identity=f'tensorboard:{url}',
         name=run,
         experiment=experiment,
-        attributes={'tensorboard_logdir': url},
+        attributes=attributes,
         creation_time=min(min(s.wall_times) for s in merged) if merged else None,
         end_time=max(max(s.wall_times) for s in merged) if merged else None,
     )
@@ -120,8 +131,9 @@ class ConvertTensorBoard(beam.PTransform):
     ``skipped`` (dead letters)."""
 
     def __init__(self, source: EventFileSource, repo: str, experiment: str, flat: bool = False,
-                 chunk_points: int = 100_000):
+                 chunk_points: int = 100_000, progress=None):
         super().__init__()
+        self.progress = progress
         self.source = source
         self.repo = repo
         self.experiment = experiment
@@ -133,13 +145,13 @@ class ConvertTensorBoard(beam.PTransform):
             ClassifyEventFiles(self.source, self.flat)).with_outputs(SKIPPED, main='files')
         read = (classified.files
                 | 'SpreadFiles' >> beam.Reshuffle()
-                | 'ReadEventFiles' >> beam.ParDo(ReadEventFileFn(self.source, self.chunk_points))
+                | 'ReadEventFiles' >> beam.ParDo(ReadEventFileFn(self.source, self.chunk_points, self.progress))
                 .with_outputs(SKIPPED, main='chunks'))
         source, experiment = self.source, self.experiment
         written = (read.chunks
                    | 'GroupByRun' >> beam.GroupByKey()
                    | 'BuildRuns' >> beam.Map(lambda kv: tensorboard_run_data(source, experiment, kv[0], kv[1]))
-                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo)).with_outputs(SKIPPED, main='written'))
+                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED, main='written'))
         skipped = ((classified[SKIPPED], read[SKIPPED], written[SKIPPED])
                    | 'FlattenSkipped' >> beam.Flatten())
         return {'written': written.written, 'skipped': skipped}
