@@ -46,6 +46,10 @@ class EventFileSource:
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         if self._fs is None:
+            if _protocol(self.logdir) in ('gs', 'gcs') and os.environ.get('STORAGE_EMULATOR_HOST'):
+                # gcsfs (read at its import) would otherwise probe every bucket's type over gRPC, which no
+                # emulator answers: a 60 s timeout per call
+                os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
             try:
                 self._fs, self._root = fsspec.core.url_to_fs(self.logdir, **self.storage_options)
             except ImportError as error:
@@ -73,8 +77,9 @@ class EventFileSource:
             found = fs.find(self._root)
         except SourceError:
             raise
-        except (OSError, PermissionError) as error:
-            raise SourceError(f'logdir {self.logdir} cannot be listed: {error}') from error
+        except Exception as error:  # OSError, and each library's own (botocore's NoCredentialsError...)
+            reason = str(error) if isinstance(error, OSError) else f'{type(error).__name__}: {error}'
+            raise SourceError(f'logdir {self.logdir} cannot be listed: {reason}') from error
         prefix = self._root + '/'
         relative = []
         for path in found:

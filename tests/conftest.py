@@ -1,0 +1,96 @@
+"""Shared pytest fixtures. Servers are session-scoped (started once, stopped at the end, even on failure)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests import servers
+
+
+@pytest.fixture(scope='session')
+def s3_server():
+    """moto's S3 server on 127.0.0.1; ``.env`` is what a client process needs (endpoint, dummy keys)."""
+    with servers.moto_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
+def gcs_server():
+    """A GCS emulator on 127.0.0.1; ``.env`` holds ``STORAGE_EMULATOR_HOST``. Clients need token="anon"."""
+    with servers.gcs_emulator() as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
+def aim_server(tmp_path_factory):
+    """``aim server`` on 127.0.0.1 over a fresh local repo: ``.url`` is ``aim://…``, ``.repo`` its path."""
+    repo = str(tmp_path_factory.mktemp('aim-server') / 'repo')
+    with servers.aim_server(repo) as server:
+        server.repo = repo
+        yield server
+
+
+@pytest.fixture(scope='session')
+def s3fs_client(s3_server):
+    """An s3fs filesystem on the moto server, for uploading test data."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=s3_server.url, key=servers.S3_ENV['AWS_ACCESS_KEY_ID'],
+                             secret=servers.S3_ENV['AWS_SECRET_ACCESS_KEY'], skip_instance_cache=True)
+
+
+@pytest.fixture(scope='session')
+def gcsfs_client(gcs_server):
+    """A gcsfs filesystem on the emulator, for uploading test data."""
+    for key, value in servers.GCS_ENV.items():
+        os.environ.setdefault(key, value)  # gcsfs reads it at import
+    import gcsfs
+
+    if gcsfs.GCSFileSystem.__module__ != 'gcsfs.core':
+        pytest.fail('gcsfs was imported before GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false was set')
+    return gcsfs.GCSFileSystem(endpoint_url=gcs_server.url, token='anon', skip_instance_cache=True)
+
+
+@pytest.fixture(scope='session')
+def seed_logdir(tmp_path_factory):
+    """The converter guide's logdir (3 runs, contexts, unorganized files) and what the writers wrote."""
+    from samples.tensorboard_logs import write_seed_logdir
+
+    root = str(tmp_path_factory.mktemp('seed') / 'logs')
+    return root, write_seed_logdir(root, steps=40)
+
+
+@pytest.fixture(scope='session')
+def eight_run_logdir(tmp_path_factory):
+    """The seed logdir plus five more runs (8 in all), for concurrent writers; and what was written."""
+    from samples.tensorboard_logs import write_seed_logdir, write_tbx
+
+    root = str(tmp_path_factory.mktemp('eight') / 'logs')
+    expected = write_seed_logdir(root, steps=30)
+    for i in range(5):
+        run = f'more/run_{i}'
+        expected[(run, None)] = write_tbx(os.path.join(root, run), ('loss', 'acc'), 30, salt=10 + i,
+                                          start_time=1_700_100_000.0 + 1000 * i)
+    return root, expected
+
+
+@pytest.fixture
+def tf_to_aim(tmp_path):
+    """Runs ``python -m pipelines.tf_to_aim ARGS`` in a subprocess (as a user would) with extra env vars;
+    2 DirectRunner worker processes unless ``workers=1``. Dead letters go to the test's temp dir."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(*args, env=None, workers=2, timeout=300):
+        argv = [sys.executable, '-m', 'pipelines.tf_to_aim', *args]
+        if '--skipped' not in args:
+            argv += ['--skipped', str(tmp_path / 'skipped.jsonl')]
+        if workers > 1:
+            argv += ['--direct_num_workers', str(workers), '--direct_running_mode', 'multi_processing']
+        return subprocess.run(argv, cwd=root, env={**os.environ, **(env or {})}, capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
