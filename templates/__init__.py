@@ -1,0 +1,1 @@
+"""Dataflow Flex Templates: one folder per pipeline (metadata.json, Dockerfile, requirements, launcher)."""

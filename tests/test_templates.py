@@ -1,0 +1,293 @@
+"""Dataflow Flex Templates: metadata.json against the pipelines' parsers, regexes, pins, launcher end to end.
+
+No Docker engine here: the images are not built. What can be checked without one is: every template
+parameter is a flag the pipeline parses to the expected value, every required flag is a parameter, the
+regexes accept and reject real examples, the Beam version is one in setup.py / Dockerfile /
+requirements.txt, and the launcher (the file Dataflow runs) converts a logdir end to end on DirectRunner.
+"""
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import tf_to_aim
+from pipelines.common import UsageError
+from samples.tensorboard_logs import write_seed_logdir
+from templates import pin_requirements
+from templates.flex_args import parser_of, switches, template_argv
+from tests.readback import assert_same_points, expected_metrics, read_metrics, read_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATES = os.path.join(ROOT, 'templates')
+
+try:
+    mlflow_to_aim = importlib.import_module('pipelines.mlflow_to_aim')
+except ModuleNotFoundError as error:
+    if error.name != 'pipelines.mlflow_to_aim':
+        raise
+    mlflow_to_aim = None
+needs_mlflow = pytest.mark.skipif(mlflow_to_aim is None,
+                                  reason='pipelines/mlflow_to_aim.py does not exist yet (issue 4)')
+
+
+def metadata(template):
+    with open(os.path.join(TEMPLATES, template, 'metadata.json')) as f:
+        return json.load(f)
+
+
+def params(template):
+    return {p['name']: p for p in metadata(template)['parameters']}
+
+
+# Per parameter: a template value, the argparse dest it must land in, and the value it must have there.
+LANDS = {
+    'tf_to_aim': {
+        'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
+        'repo': ('aim://10.128.0.5:53800', 'repo', 'aim://10.128.0.5:53800'),
+        'flat': ('true', 'flat', True),
+        'experiment': ('resnet sweep', 'experiment', 'resnet sweep'),
+        'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+        'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
+        'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+    },
+    'mlflow_to_aim': {
+        'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
+        'experiment': ('17', 'experiment', None),  # None: accept '17' or ['17'] (append or single)
+        'repo': ('/mnt/aim', 'repo', '/mnt/aim'),
+        'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+    },
+}
+# The smallest template argv that satisfies each pipeline's required flags.
+BASE = {
+    'tf_to_aim': {'logdir': '/data/logs', 'repo': '/mnt/aim'},
+    'mlflow_to_aim': {'tracking_uri': 'sqlite:////data/mlflow.db', 'repo': '/mnt/aim'},
+}
+# Good and bad values for every parameter's regexes.
+EXAMPLES = {
+    'logdir': (['gs://my-bucket/exp/resnet', 's3://ml-logs/2024/run-1/', 'gs://b-1', '/mnt/logs',
+                '/mnt/logs with space/x'],
+               ['logs', './logs', '~/logs', 'gs://', 'gs:///x', 'gs://My_Bucket/x', 'http://host/logs',
+                'file:///x', '', '/a\nb', 'gs://b/x\n--flat']),
+    'repo': (['aim://127.0.0.1:53800', 'aim://aim-server.internal:43800', 'aim://10.0.0.5:53800/', '/mnt/aim',
+              '/mnt/filestore/aim repo'],
+             ['aim://host', 'aim://:53800', 'aim://host:port', 'aim://host:123456', 'aim', 'demo-aim',
+              'gs://bucket/aim', 'http://host:53800', '', '/a\nb']),
+    'flat': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
+    'experiment': (['resnet', 'resnet sweep 3', '17', 'a/b'], ['', ' lead', 'trail ', 'a\nb']),
+    'skipped': (['gs://my-bucket/runferry/skipped.jsonl', 's3://bkt/x.jsonl', '/mnt/aim.skipped.jsonl'],
+                ['skipped.jsonl', 'gs://', '', 'aim://h:1']),
+    'report': (['gs://my-bucket/runferry/report.json', '/mnt/aim/report.json'], ['report.json', 'gs://', '']),
+    'storage_options': (['{"anon": true}', '{}', '{"endpoint_url": "http://minio:9000", "key": "k"}'],
+                        ['anon=true', '[1, 2]', '"x"', '', '{"a": 1}\n{"b": 2}']),
+    'tracking_uri': (['https://mlflow.example.com', 'http://10.0.0.3:5000', 'http://mlflow:5000/prefix',
+                      'postgresql://user@10.0.0.3/mlflow', 'postgresql+psycopg2://u:p@db:5432/mlflow',
+                      'sqlite:////mnt/mlflow/mlflow.db', 'file:///mnt/mlruns', '/mnt/mlruns'],
+                     ['mlruns', './mlruns', 'ftp://host/x', 'https://', 'sqlite://', '', 'http://h x']),
+}
+
+
+def template_args(values):
+    return [f'--{name}={value}' for name, value in values.items()]
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+def test_metadata_has_every_field(template):
+    doc = metadata(template)
+    assert doc['name'] and doc['description']
+    names = [p['name'] for p in doc['parameters']]
+    assert len(names) == len(set(names))
+    for p in doc['parameters']:
+        assert re.fullmatch(r'[a-z][a-z0-9_]*', p['name']), p['name']
+        assert p['label'] and len(p['helpText']) > 30, p['name']
+        assert isinstance(p['isOptional'], bool), p['name']
+        assert p['regexes'] and all(isinstance(rx, str) for rx in p['regexes']), p['name']
+        for rx in p['regexes']:
+            re.compile(rx)
+    assert sorted(names) == sorted(LANDS[template]), 'a parameter was added or removed: update LANDS'
+
+
+@pytest.mark.parametrize('template,name', [(t, n) for t in ('tf_to_aim', 'mlflow_to_aim') for n in params(t)])
+def test_regexes_accept_good_values_and_reject_bad_ones(template, name):
+    regexes = params(template)[name]['regexes']
+    good, bad = EXAMPLES[name]
+
+    def accepted(value):
+        return all(re.fullmatch(rx, value) for rx in regexes)
+
+    assert [v for v in good if not accepted(v)] == []
+    assert [v for v in bad if accepted(v)] == []
+    assert accepted(LANDS[template][name][0])  # the value used below for parse() is a valid one
+
+
+# -------------------------------------------------------------------- metadata against the pipelines' flags
+
+def check_parameters_land(module, template):
+    for name, (value, dest, expected) in LANDS[template].items():
+        values = {**BASE[template], name: value}
+        known, pipeline_args = module.parse(template_argv(template_args(values), parser_of(module)))
+        assert pipeline_args == [], f'--{name} was not taken by {module.__name__}.parse'
+        got = getattr(known, dest)
+        if expected is None:
+            assert got in (value, [value]), (name, got)
+        else:
+            assert got == expected, (name, got)
+
+
+def check_required_flags_are_parameters(module, template):
+    declared = params(template)
+    for action in parser_of(module)._actions:
+        if action.required and action.option_strings:
+            spellings = {opt.lstrip('-') for opt in action.option_strings}
+            names = spellings & set(declared)
+            assert names, f'required {action.option_strings} is no template parameter'
+            assert all(not declared[n]['isOptional'] for n in names), names
+    for name, p in declared.items():  # and every switch is a true/false parameter
+        if f'--{name}' in switches(parser_of(module)):
+            assert p['regexes'] == ['^(true|false)$'], name
+
+
+def test_tf_template_parameters_are_flags_of_the_pipeline():
+    check_parameters_land(tf_to_aim, 'tf_to_aim')
+
+
+def test_tf_required_flags_are_template_parameters():
+    check_required_flags_are_parameters(tf_to_aim, 'tf_to_aim')
+    assert {'logdir', 'repo'} <= {n for n, p in params('tf_to_aim').items() if not p['isOptional']}
+
+
+@needs_mlflow
+def test_mlflow_template_parameters_are_flags_of_the_pipeline():
+    check_parameters_land(mlflow_to_aim, 'mlflow_to_aim')
+
+
+@needs_mlflow
+def test_mlflow_required_flags_are_template_parameters():
+    check_required_flags_are_parameters(mlflow_to_aim, 'mlflow_to_aim')
+
+
+def test_template_switches_and_empty_optionals_are_translated():
+    parser = parser_of(tf_to_aim)
+    beam = ['--runner=DataflowRunner', '--experiments=use_runner_v2', '--project=p']
+    argv = template_argv(['--logdir=/l', '--repo=/r', '--flat=true', '--strict=false', '--experiment=',
+                          *beam], parser)
+    assert argv == ['--logdir=/l', '--repo=/r', '--flat', *beam]
+    known, rest = tf_to_aim.parse(argv)
+    assert known.flat is True and known.strict is False and known.experiment == 'l' and rest == beam
+    with pytest.raises(UsageError, match='--flat must be true or false'):
+        template_argv(['--flat=yes'], parser)
+
+
+def test_parser_is_caught_from_parse_when_a_module_has_no_make_parser():
+    class NoAccessor:
+        __name__ = 'pipelines.tf_to_aim'
+        parse = staticmethod(tf_to_aim.parse)
+
+    caught = parser_of(NoAccessor)
+    assert [a.option_strings for a in caught._actions] == \
+        [a.option_strings for a in parser_of(tf_to_aim)._actions]
+
+
+# ------------------------------------------------------------------------------- image and pinned packages
+
+def beam_pins():
+    setup = open(os.path.join(ROOT, 'setup.py')).read()
+    pins = {'setup.py': re.search(r"""^BEAM = ['"]apache-beam==([\w.]+)['"]""", setup, re.M).group(1)}
+    for template in ('tf_to_aim', 'mlflow_to_aim'):
+        dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
+        sdk = re.findall(r'^FROM apache/beam_python3\.11_sdk:([\w.]+)', dockerfile, re.M)
+        assert len(sdk) == 1, f'{template}/Dockerfile: one FROM apache/beam_python3.11_sdk:VERSION'
+        pins[f'{template}/Dockerfile'] = sdk[0]
+        requirements = open(os.path.join(TEMPLATES, template, 'requirements.txt')).read()
+        pins[f'{template}/requirements.txt'] = re.search(r'^apache-beam==([\w.]+)$', requirements, re.M).group(1)
+    return pins
+
+
+def test_beam_version_is_the_same_in_setup_dockerfiles_and_requirements():
+    pins = beam_pins()
+    assert len(set(pins.values())) == 1, pins
+
+
+def test_requirements_are_pinned_like_constraints_and_up_to_date():
+    constraints = dict(line.strip().split('==') for line in open(os.path.join(ROOT, 'constraints.txt'))
+                       if '==' in line)
+    constraints = {re.sub(r'[-_.]+', '-', k).lower(): v for k, v in constraints.items()}
+    for template in ('tf_to_aim', 'mlflow_to_aim'):
+        lines = [line.strip() for line in open(os.path.join(TEMPLATES, template, 'requirements.txt'))
+                 if line.strip() and not line.startswith('#')]
+        pins = dict(line.split('==') for line in lines)
+        assert len(pins) == len(lines) and all(re.fullmatch(r'[\w.+-]+', v) for v in pins.values())
+        assert {k: v for k, v in pins.items() if constraints.get(k) != v} == {}
+        for direct in pin_requirements.setup_requirements():  # every setup.py pin, with the same version
+            name, _, version = direct.partition('==')
+            assert pins[re.sub(r'\[.*\]', '', name).lower()] == version, direct
+    assert pin_requirements.main(['--check']) == 0, 'run: python -m templates.pin_requirements'
+
+
+@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(template):
+    dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
+    assert re.search(r'^FROM gcr\.io/dataflow-templates-base/python311-template-launcher-base:\S+ AS launcher$',
+                     dockerfile, re.M)
+    copied = []
+    for line in re.findall(r'^COPY (?!--from)(.+)$', dockerfile, re.M):
+        *sources, dest = line.split()
+        for source in sources:
+            assert os.path.exists(os.path.join(ROOT, source)), source
+            copied.append(source)
+    env = dict(re.findall(r'^ENV (\w+)="\$\{WORKDIR\}/(\S+)"$', dockerfile, re.M))
+    assert env['FLEX_TEMPLATE_PYTHON_PY_FILE'] == f'templates/{template}/launcher.py'
+    assert env['FLEX_TEMPLATE_PYTHON_SETUP_FILE'] == 'setup.py'
+    assert f'templates/{template}/launcher.py' in copied and 'templates/flex_args.py' in copied
+    assert 'setup.py' in copied and {'pipelines', 'transforms', 'connectors'} <= set(copied)
+
+
+# ------------------------------------------------------------------------------ launcher, end to end
+
+@pytest.mark.slow
+def test_launcher_runs_tf_to_aim_from_template_arguments(tmp_path):
+    """The file Dataflow runs, as a script from another directory, with template-style arguments."""
+    root = tmp_path / 'logs'
+    seed = write_seed_logdir(str(root), steps=12, writer='tbx')
+    repo, skipped = tmp_path / 'aim', tmp_path / 'dead' / 'skipped.jsonl'
+    skipped.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    done = subprocess.run(
+        [sys.executable, os.path.join(TEMPLATES, 'tf_to_aim', 'launcher.py'),
+         f'--logdir={root}', f'--repo={repo}', '--flat=false', '--experiment=from-template',
+         f'--skipped={skipped}', f'--report={tmp_path / "report.json"}', '--storage_options={}',
+         '--runner=DirectRunner'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    runs = read_runs(str(repo))
+    assert sorted(runs) == ['group_1/run_2', 'group_1/run_3', 'run_1']
+    assert {r['experiment'] for r in runs.values()} == {'from-template'}
+    metrics, expected = read_metrics(str(repo)), expected_metrics(seed)
+    assert {k: len(v) for k, v in metrics.items()} == {k: len(v) for k, v in expected.items()}
+    assert_same_points(metrics, expected)
+    assert skipped.exists()  # the dead letters went where the skipped parameter said
+    report = json.loads((tmp_path / 'report.json').read_text())
+    assert report['repo'] == str(repo) and report['skipped_path'] == str(skipped)
+    assert report['counters']['runs_written'] == 3
+    assert report['counters']['points_written'] == sum(len(v) for v in expected.values())
+
+
+@pytest.mark.slow
+def test_launcher_in_process_flat_switch(tmp_path):
+    """``--flat=true`` reaches the pipeline as ``--flat``: every event directory becomes a run."""
+    from templates.tf_to_aim import launcher
+
+    root = tmp_path / 'logs'
+    write_seed_logdir(str(root), steps=4, writer='tf2')
+    repo = tmp_path / 'aim'
+    assert launcher.run([f'--logdir={root}', f'--repo={repo}', '--flat=true', '--experiment=',
+                         '--runner=DirectRunner']) == 0
+    runs = read_runs(str(repo))
+    assert sorted(runs) == ['group_1/run_2/train', 'group_1/run_2/validate', 'group_1/run_3', 'run_1']
+    assert {r['experiment'] for r in runs.values()} == {'logs'}  # empty experiment = the default
