@@ -49,7 +49,8 @@ def tensor_to_ndarray(tensor) -> np.ndarray:
     if fast is not None:
         field, dtype = fast
         if tensor.tensor_content:
-            return np.frombuffer(tensor.tensor_content, dtype=dtype)
+            shape = [d.size for d in tensor.tensor_shape.dim]
+            return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
         repeated = getattr(tensor, field)
         if len(repeated) == 1 and not tensor.tensor_shape.dim:
             return np.asarray(repeated[0], dtype=dtype)
@@ -174,3 +175,6 @@ def read_event_stream(
     for reason, count in sorted(unsupported.items()):
         stats['points_skipped:unsupported'] += count
         yield Skip(source, reason, 'point', count=count)
+
+
+from transforms import plugins as _plugins  # noqa: E402,F401  registers the plugin decoders in every worker

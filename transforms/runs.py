@@ -36,9 +36,11 @@ class WriteRunsFn(beam.DoFn):
         for skip in skips:
             self.points_skipped.inc(skip.count)
             yield TaggedOutput(SKIPPED, skip)
-        points = sum(len(s) for s in data.series)
+        points = sum(len(s) for s in data.series) + sum(data.attribute_points.values())
         try:
             written = self._writer.write(data)
+            for kind, count in data.attribute_points.items():  # written as run attributes
+                written[kind] = written.get(kind, 0) + count
         except Exception as error:  # one bad run must not stop the others; it is reported
             self.runs_failed.inc()
             self.points_skipped.inc(points)

@@ -93,6 +93,8 @@ class RunSpec:
 class RunData:
     spec: RunSpec
     series: List[Series]
+    # points kept as run attributes instead of sequences (e.g. TensorBoard hparams), by kind
+    attribute_points: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,9 +112,11 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
     url = source.url(run)
     attributes: Dict[str, Any] = {'tensorboard_logdir': url}
+    attribute_points: Dict[str, int] = {}
     for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
         merged.remove(series)
         attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
+        attribute_points[series.kind] = attribute_points.get(series.kind, 0) + len(series)
     spec = RunSpec(
         identity=f'tensorboard:{url}',
         name=run,
@@ -123,7 +125,7 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
         creation_time=min(min(s.wall_times) for s in merged) if merged else None,
         end_time=max(max(s.wall_times) for s in merged) if merged else None,
     )
-    return RunData(spec, merged), skips
+    return RunData(spec, merged, attribute_points), skips
 
 
 class ConvertTensorBoard(beam.PTransform):
