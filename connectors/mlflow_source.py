@@ -1,0 +1,199 @@
+"""Reading an MLflow tracking store (file store, SQL store or tracking server) through MLflow's client.
+
+Everything goes through ``MlflowClient``, so every store MLflow supports works, and artifacts on S3/GCS/
+a server's proxy come through MLflow's own artifact repositories. Listings follow every page token:
+``search_experiments`` and ``search_runs`` return at most one page (1000 runs by default) per call, which
+is how ``aim convert mlflow`` loses runs. ``MlflowClient.get_metric_history`` itself pages (25,000 points
+a request against a tracking server) until the history ends.
+
+``MlflowSource`` is what Beam pickles: it holds only the URI; each worker opens its own client.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import shutil
+import tempfile
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+__all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'normalize_tracking_uri', 'select_experiments',
+           'artifact_kind', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS', 'PAGE_SIZE']
+
+PAGE_SIZE = 1000  # MLflow's own default and maximum-friendly page for search_runs/search_experiments
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024  # bigger files (model weights...) are listed as skipped, not downloaded
+
+IMAGE_EXTENSIONS = frozenset({'jpg', 'bmp', 'jpeg', 'png', 'gif', 'svg'})
+TEXT_EXTENSIONS = frozenset({'txt', 'log', 'py', 'js', 'yaml', 'yml', 'json', 'csv', 'tsv', 'md', 'rst', 'jsonnet'})
+AUDIO_EXTENSIONS = frozenset({'flac', 'mp3', 'wav'})
+
+
+def artifact_kind(path: str) -> Optional[str]:
+    """'image' | 'text' | 'audio' by file extension (case-insensitive), None for anything else."""
+    ext = posixpath.splitext(path)[1].lower().lstrip('.')
+    if ext in IMAGE_EXTENSIONS:
+        return 'image'
+    if ext in TEXT_EXTENSIONS:
+        return 'text'
+    if ext in AUDIO_EXTENSIONS:
+        return 'audio'
+    return None
+
+
+def _is_file_store(uri: str) -> bool:
+    return uri.startswith('file:')
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """A plain local path (``./mlruns``) becomes an absolute ``file://`` URI and a relative SQLite path an
+    absolute one, so that workers started elsewhere read the same store; other URIs are kept as given."""
+    uri = uri.strip()
+    if '://' not in uri:
+        return 'file://' + os.path.abspath(uri)
+    if uri.startswith('sqlite:///') and not uri.startswith('sqlite:////'):
+        path = uri[len('sqlite:///'):]
+        if path and path != ':memory:':
+            return 'sqlite:///' + os.path.abspath(path)
+    return uri
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRef:
+    experiment_id: str
+    name: str
+
+
+def select_experiments(experiments: Sequence[ExperimentRef], wanted: Sequence[str]
+                       ) -> Tuple[List[ExperimentRef], List[str]]:
+    """The experiments that ``--experiment`` values name (each an id or a name; all when none is given),
+    in listing order without duplicates, and the values that matched nothing."""
+    if not wanted:
+        return list(experiments), []
+    chosen, unknown = [], []
+    for value in wanted:
+        matches = [e for e in experiments if e.experiment_id == value] or [e for e in experiments if e.name == value]
+        if not matches:
+            unknown.append(value)
+        chosen.extend(matches)
+    seen, ordered = set(), []
+    for experiment in experiments:
+        if experiment in chosen and experiment.experiment_id not in seen:
+            seen.add(experiment.experiment_id)
+            ordered.append(experiment)
+    return ordered, unknown
+
+
+@dataclasses.dataclass
+class MlflowRunRecord:
+    """One MLflow run as read: plain values only (times in MLflow's milliseconds)."""
+    run_id: str
+    experiment_id: str
+    run_name: str
+    status: str
+    start_time: Optional[int]
+    end_time: Optional[int]
+    params: Dict[str, str]
+    tags: Dict[str, str]
+    # metric key -> [(step, value, timestamp ms)] in the order MLflow returns the history
+    metrics: Dict[str, List[Tuple[int, float, int]]]
+    # (artifact path, kind, bytes) for images, texts and audio
+    artifacts: List[Tuple[str, str, bytes]]
+    # (artifact path, why it was not read)
+    skipped_artifacts: List[Tuple[str, str]]
+
+
+class MlflowSource:
+    def __init__(self, tracking_uri: str, page_size: int = PAGE_SIZE, max_artifact_bytes: int = MAX_ARTIFACT_BYTES):
+        self.tracking_uri = normalize_tracking_uri(tracking_uri)
+        self.page_size = page_size
+        self.max_artifact_bytes = max_artifact_bytes
+        self._client = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state['_client'] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            if _is_file_store(self.tracking_uri):
+                # MLflow 3 refuses to open a file store unless this is set; reading one is exactly what a
+                # migration away from it needs.
+                os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
+            from mlflow import MlflowClient
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def experiments(self) -> List[ExperimentRef]:
+        """Every active experiment, page by page."""
+        refs, token = [], None
+        while True:
+            page = self.client.search_experiments(max_results=self.page_size, page_token=token)
+            refs.extend(ExperimentRef(str(e.experiment_id), e.name) for e in page)
+            token = page.token
+            if not token:
+                return refs
+
+    def run_ids(self, experiment_ids: Sequence[str]) -> Iterator[Tuple[str, str]]:
+        """(experiment id, run id) of every active run of the experiments, page by page."""
+        for experiment_id in experiment_ids:
+            token = None
+            while True:
+                page = self.client.search_runs([experiment_id], max_results=self.page_size, page_token=token,
+                                               order_by=['attributes.start_time ASC'])
+                for run in page:
+                    yield experiment_id, run.info.run_id
+                token = page.token
+                if not token:
+                    break
+
+    def fetch_run(self, run_id: str) -> MlflowRunRecord:
+        client = self.client
+        run = client.get_run(run_id)
+        info, data = run.info, run.data
+        metrics = {key: [(int(m.step), float(m.value), int(m.timestamp)) for m in client.get_metric_history(run_id, key)]
+                   for key in sorted(data.metrics)}
+        artifacts, skipped = self._read_artifacts(run_id)
+        return MlflowRunRecord(
+            run_id=info.run_id, experiment_id=str(info.experiment_id), run_name=info.run_name or info.run_id,
+            status=info.status, start_time=info.start_time, end_time=info.end_time,
+            params=dict(data.params), tags=dict(data.tags), metrics=metrics,
+            artifacts=artifacts, skipped_artifacts=skipped)
+
+    def list_artifacts(self, run_id: str) -> List[Tuple[str, Optional[int]]]:
+        """(path, size) of every artifact file of a run, walking directories recursively."""
+        files, pending = [], [None]
+        while pending:
+            directory = pending.pop()
+            for info in self.client.list_artifacts(run_id, directory):
+                if info.is_dir:
+                    pending.append(info.path)
+                else:
+                    files.append((info.path, info.file_size))
+        return sorted(files)
+
+    def _read_artifacts(self, run_id: str) -> Tuple[List[Tuple[str, str, bytes]], List[Tuple[str, str]]]:
+        """Only convertible artifacts are downloaded, one at a time, into a temporary directory that is
+        removed before returning (whatever happens)."""
+        read, skipped = [], []
+        listing = self.list_artifacts(run_id)
+        if not listing:
+            return read, skipped
+        workdir = tempfile.mkdtemp(prefix='runferry-mlflow-')
+        try:
+            for path, size in listing:
+                kind = artifact_kind(path)
+                if kind is None:
+                    skipped.append((path, 'artifact type has no Aim object (not an image, text or audio file)'))
+                    continue
+                if size is not None and size > self.max_artifact_bytes:
+                    skipped.append((path, f'artifact larger than {self.max_artifact_bytes} bytes ({size})'))
+                    continue
+                local = self.client.download_artifacts(run_id, path, dst_path=workdir)
+                with open(local, 'rb') as stream:
+                    read.append((path, kind, stream.read()))
+                os.remove(local)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return read, skipped

@@ -1,0 +1,151 @@
+"""MLflow source and mapping: pure functions directly, the source against real MLflow stores."""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+import pytest
+
+from connectors.mlflow_source import (ExperimentRef, MlflowRunRecord, MlflowSource, artifact_kind,
+                                      normalize_tracking_uri, select_experiments)
+from samples.mlflow_store import log_many_runs, log_rich_run, scratch_dir
+from transforms.mlflow import artifact_series, metric_series, mlflow_run_data, run_identity
+
+
+# ------------------------------------------------------------------------------------------ pure functions
+
+@pytest.mark.parametrize('path,kind', [
+    ('a/b/plot.PNG', 'image'), ('x.jpeg', 'image'), ('x.svg', 'image'), ('x.gif', 'image'), ('x.bmp', 'image'),
+    ('logs/train.log', 'text'), ('conf.yml', 'text'), ('t.tsv', 'text'), ('m.jsonnet', 'text'), ('r.rst', 'text'),
+    ('s/a.wav', 'audio'), ('a.mp3', 'audio'), ('a.flac', 'audio'),
+    ('model/model.pkl', None), ('MLmodel', None), ('weights.bin', None), ('dir.png/file', None),
+])
+def test_artifact_kind(path, kind):
+    assert artifact_kind(path) == kind
+
+
+def test_normalize_tracking_uri(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert normalize_tracking_uri('mlruns') == f'file://{tmp_path}/mlruns'
+    assert normalize_tracking_uri('sqlite:///m.db') == f'sqlite:///{tmp_path}/m.db'
+    assert normalize_tracking_uri('sqlite:////abs/m.db') == 'sqlite:////abs/m.db'
+    assert normalize_tracking_uri(' http://127.0.0.1:5000 ') == 'http://127.0.0.1:5000'
+    assert normalize_tracking_uri('file:///x/mlruns') == 'file:///x/mlruns'
+
+
+def test_select_experiments_by_id_and_name():
+    experiments = [ExperimentRef('0', 'Default'), ExperimentRef('1', 'vision'), ExperimentRef('2', '1')]
+    assert select_experiments(experiments, []) == (experiments, [])
+    # an id wins over a name that looks like it; order follows the listing; no duplicates
+    assert select_experiments(experiments, ['vision', '1', '0']) == ([experiments[0], experiments[1]], [])
+    assert select_experiments(experiments, ['2', 'nope']) == ([experiments[2]], ['nope'])
+
+
+def test_metric_series_orders_by_step_and_keeps_the_last_duplicate():
+    history = [(2, 0.5, 1000), (0, 1.5, 1001), (1, 2.5, 1002), (2, 9.0, 1500)]
+    series, superseded = metric_series('loss', history)
+    assert superseded == 1
+    assert list(series.steps) == [0, 1, 2]
+    assert list(series.values) == [1.5, 2.5, 9.0]
+    assert list(series.wall_times) == [1.001, 1.002, 1.5]
+    assert series.context == {} and series.kind == 'metric'
+
+
+def test_artifact_series_payloads():
+    text = artifact_series('notes/a.md', 'text', 'ü'.encode(), 12.5)
+    assert (text.kind, text.name, list(text.steps), list(text.wall_times), text.values) == \
+        ('text', 'notes/a.md', [0], [12.5], ['ü'])
+    image = artifact_series('img/x.PNG', 'image', b'\x89PNG', 1.0)
+    assert image.values == [[{'data': b'\x89PNG', 'format': 'png', 'caption': 'img/x.PNG'}]]
+
+
+def _record(**changes):
+    fields = dict(run_id='abc', experiment_id='7', run_name='r1', status='FINISHED', start_time=1_700_000_000_123,
+                  end_time=1_700_000_100_456, params={'lr': '0.1'},
+                  tags={'team': 'a', 'mlflow.note.content': 'hello', 'mlflow.user': 'me'},
+                  metrics={'loss': [(0, 1.0, 1_700_000_000_200), (0, 2.0, 1_700_000_000_300)], 'empty': []},
+                  artifacts=[('a.txt', 'text', b'hi'), ('b.svg', 'image', b'<svg/>')],
+                  skipped_artifacts=[('m.bin', 'no Aim object')])
+    fields.update(changes)
+    return MlflowRunRecord(**fields)
+
+
+def test_mlflow_run_data_maps_a_run():
+    data, skips = mlflow_run_data(_record(), 'exp')
+    spec = data.spec
+    assert spec.identity == run_identity('abc') == 'mlflow:abc'
+    assert (spec.name, spec.experiment, spec.description) == ('r1', 'exp', 'hello')
+    assert spec.creation_time == 1_700_000_000.123 and spec.end_time == 1_700_000_100.456
+    assert spec.attributes == {'mlflow_run_id': 'abc', 'mlflow_experiment_id': '7', 'mlflow_run_name': 'r1',
+                               'mlflow_status': 'FINISHED', 'params': {'lr': '0.1'}, 'tags': {'team': 'a'}}
+    assert [(s.kind, s.name) for s in data.series] == [('metric', 'loss'), ('text', 'a.txt')]
+    assert list(data.series[0].values) == [2.0]
+    assert data.series[1].wall_times[0] == 1_700_000_100.456  # artifacts at the run's end
+    assert sorted((s.kind, s.source, s.count) for s in skips) == [
+        ('artifact', 'mlflow run abc/b.svg', 1), ('artifact', 'mlflow run abc/m.bin', 1), ('point', 'mlflow run abc', 1)]
+
+
+def test_mlflow_run_data_without_end_time_or_note():
+    data, _ = mlflow_run_data(_record(end_time=None, tags={}, artifacts=[('a.txt', 'text', b'x')]), 'exp')
+    assert data.spec.description is None and data.spec.end_time is None
+    assert data.series[-1].wall_times[0] == 1_700_000_000.123
+
+
+# ------------------------------------------------------------------------------------ the source, for real
+
+@pytest.fixture(scope='module')
+def small_store():
+    from mlflow import MlflowClient
+
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment('small', artifact_location=f'file://{root}/artifacts')
+        expected = log_many_runs(client, experiment_id, 5)
+        expected.update(log_rich_run(client, experiment_id, 'rich', salt=1, steps=10))
+        for i in range(3):
+            client.create_experiment(f'extra-{i}')
+        yield uri, experiment_id, expected
+
+
+def test_source_follows_every_page(small_store):
+    uri, experiment_id, expected = small_store
+    source = MlflowSource(uri, page_size=2)  # 6 runs, 5 experiments: every listing spans pages
+    names = [e.name for e in source.experiments()]
+    assert sorted(names) == ['Default', 'extra-0', 'extra-1', 'extra-2', 'small']
+    ids = [run_id for _, run_id in source.run_ids([experiment_id])]
+    assert sorted(ids) == sorted(expected)
+
+
+def test_fetch_run_reads_everything_and_cleans_up(small_store):
+    uri, _, expected = small_store
+    source = MlflowSource(uri)
+    run_id = next(k for k, v in expected.items() if v['name'] == 'rich')
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), 'runferry-mlflow-*')))
+    record = source.fetch_run(run_id)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), 'runferry-mlflow-*'))) == before
+    want = expected[run_id]
+    assert record.run_name == 'rich' and record.status == 'FINISHED'
+    assert record.params == want['params']
+    assert record.tags['team'] == 'vision' and record.tags['mlflow.note.content'] == want['description']
+    assert len(record.metrics['loss']) == 11  # the duplicate step is read; the mapping resolves it
+    assert {p: (k, d) for p, k, d in record.artifacts} == \
+        {**want['artifacts'], 'icons/logo.svg': ('image', want_svg(want))}
+    assert [p for p, _ in record.skipped_artifacts] == ['model/weights.bin']
+
+
+def want_svg(want):
+    from samples.mlflow_store import rich_artifacts
+
+    assert 'icons/logo.svg' in want['skipped_artifacts']
+    return rich_artifacts(1)['icons/logo.svg']
+
+
+def test_source_pickles_without_its_client(small_store):
+    import pickle
+
+    source = MlflowSource(small_store[0])
+    source.experiments()
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone._client is None and clone.tracking_uri == source.tracking_uri

@@ -1,0 +1,164 @@
+"""The MLflow → Aim transforms: fetch each run through MLflow's client, map it, write it.
+
+``ConvertMlflow`` chains them::
+
+    run ids ─SpreadRuns─▶ FetchRuns (one run a worker call: params, tags, full metric histories,
+            artifacts) ─▶ (RunData, dead letters) ─WriteRuns─▶ run results;   dead letters ─▶ ``skipped``
+
+The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+from typing import Dict, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from connectors.mlflow_source import MlflowRunRecord, MlflowSource
+from transforms.runs import NAMESPACE, WriteRunsFn
+from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
+
+__all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
+           'run_identity', 'SKIPPED', 'NOTE_TAG']
+
+SKIPPED = 'skipped'
+NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
+SYSTEM_TAG_PREFIX = 'mlflow.'
+
+
+def run_identity(run_id: str) -> str:
+    """The same MLflow run maps to one Aim run however it is reached (file store, database or server)."""
+    return f'mlflow:{run_id}'
+
+
+def _seconds(millis: Optional[int]) -> Optional[float]:
+    return None if millis is None else millis / 1000.0
+
+
+def metric_series(key: str, history: List[Tuple[int, float, int]]) -> Tuple[Series, int]:
+    """One MLflow metric history → one Aim metric series (empty context), ordered by step. At a step
+    logged more than once the point MLflow returns last wins (histories come ordered by timestamp);
+    returns the series and how many points it superseded."""
+    series = Series(METRIC, key, {}, source=key)
+    for position, (step, value, timestamp) in enumerate(history):
+        series.append(step, timestamp / 1000.0, value, position)
+    if not len(series):
+        return series, 0
+    return merge_series([series])
+
+
+def _image_readable(data: bytes) -> bool:
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    try:
+        with PILImage.open(io.BytesIO(data)):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
+
+
+def artifact_series(path: str, kind: str, data: bytes, wall_time: float) -> Series:
+    """One artifact → a one-point series named by its path (step 0); payloads as ``transforms.plugins``
+    shapes them for ``connectors.aim_objects``."""
+    ext = posixpath.splitext(path)[1].lower().lstrip('.')
+    if kind == 'text':
+        payload = data.decode('utf-8', errors='replace')
+    else:
+        payload = [{'data': data, 'format': ext, 'caption': path}]
+    series = Series(kind, path, {}, source=path)
+    series.append(0, wall_time, payload, 0)
+    return series
+
+
+def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, List[Skip]]:
+    """One MLflow run as read → the Aim run to write, and dead letters (superseded points, artifacts
+    that have no Aim object)."""
+    source = f'mlflow run {record.run_id}'
+    skips: List[Skip] = []
+    series: List[Series] = []
+    for key in sorted(record.metrics):
+        merged, superseded = metric_series(key, record.metrics[key])
+        if len(merged):
+            series.append(merged)
+        if superseded:
+            skips.append(Skip(source, 'duplicate step: superseded by a later point with the same step', 'point',
+                              count=superseded, detail=key))
+    artifact_time = _seconds(record.end_time if record.end_time is not None else record.start_time) or 0.0
+    for path, kind, data in record.artifacts:
+        if kind == 'image' and not _image_readable(data):
+            skips.append(Skip(f'{source}/{path}', 'image format that Aim cannot store (Pillow cannot read it)',
+                              'artifact'))
+            continue
+        series.append(artifact_series(path, kind, data, artifact_time))
+    for path, reason in record.skipped_artifacts:
+        skips.append(Skip(f'{source}/{path}', reason, 'artifact'))
+    user_tags = {k: v for k, v in sorted(record.tags.items()) if not k.startswith(SYSTEM_TAG_PREFIX)}
+    spec = RunSpec(
+        identity=run_identity(record.run_id),
+        name=record.run_name,
+        experiment=experiment,
+        attributes={
+            'mlflow_run_id': record.run_id,
+            'mlflow_experiment_id': record.experiment_id,
+            'mlflow_run_name': record.run_name,
+            'mlflow_status': record.status,
+            'params': dict(sorted(record.params.items())),
+            'tags': user_tags,
+        },
+        description=record.tags.get(NOTE_TAG),
+        creation_time=_seconds(record.start_time),
+        end_time=_seconds(record.end_time),
+    )
+    return RunData(spec, series), skips
+
+
+class FetchMlflowRunFn(beam.DoFn):
+    """A run id → (RunData, dead letters); a run that cannot be read is itself a dead letter."""
+
+    def __init__(self, source: MlflowSource, experiment_names: Dict[str, str]):
+        self.source = source
+        self.experiment_names = experiment_names
+        self.runs_read = Metrics.counter(NAMESPACE, 'runs_read')
+        self.runs_skipped = Metrics.counter(NAMESPACE, 'runs_skipped')
+        self.points_read = Metrics.counter(NAMESPACE, 'points_read')
+        self.artifacts_read = Metrics.counter(NAMESPACE, 'artifacts_read')
+        self.artifacts_skipped = Metrics.counter(NAMESPACE, 'artifacts_skipped')
+
+    def process(self, run_id: str):
+        try:
+            record = self.source.fetch_run(run_id)
+        except Exception as error:  # deleted since listing, permissions, server down after retries
+            self.runs_skipped.inc()
+            yield TaggedOutput(SKIPPED, Skip(f'mlflow run {run_id}',
+                                             f'run could not be read: {type(error).__name__}: {error}', 'run'))
+            return
+        experiment = self.experiment_names.get(record.experiment_id, record.experiment_id)
+        data, skips = mlflow_run_data(record, experiment)
+        self.runs_read.inc()
+        self.points_read.inc(sum(len(h) for h in record.metrics.values()))
+        self.artifacts_read.inc(sum(1 for s in data.series if s.kind != METRIC))
+        self.artifacts_skipped.inc(sum(1 for s in skips if s.kind == 'artifact'))
+        yield data, skips
+
+
+class ConvertMlflow(beam.PTransform):
+    """Run ids → runs written to Aim. Outputs ``written`` (one result per run) and ``skipped``."""
+
+    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str]):
+        super().__init__()
+        self.source = source
+        self.repo = repo
+        self.experiment_names = experiment_names
+
+    def expand(self, run_ids: beam.PCollection) -> Dict[str, beam.PCollection]:
+        fetched = (run_ids
+                   | 'SpreadRuns' >> beam.Reshuffle()
+                   | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
+                   .with_outputs(SKIPPED, main='runs'))
+        written = fetched.runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo)).with_outputs(SKIPPED,
+                                                                                               main='written')
+        skipped = (fetched[SKIPPED], written[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
+        return {'written': written.written, 'skipped': skipped}
