@@ -1,0 +1,161 @@
+"""Bulk-written metric sequences (``connectors.aim_sink``) read back through the Aim SDK exactly as
+Aim's own per-point path (``run._tracker._track``, what ``aim convert`` calls) leaves them."""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Tuple
+
+import pytest
+from aim.sdk.run import Run
+from aim.storage.context import Context
+
+from connectors.aim_sink import AimRunWriter, index_runs, open_repo, run_hash_for
+from transforms.series import METRIC, RunData, RunSpec, Series
+
+Source = Dict[Tuple[str, str], List[Tuple[int, float, float]]]  # (name, context) -> [(step, value, time)]
+
+INF, NAN = float('inf'), float('nan')
+
+
+def _series(name: str, context: str, points: List[Tuple[int, float, float]]) -> Series:
+    series = Series(METRIC, name, {'subset': context} if context else {})
+    for position, (step, value, wall_time) in enumerate(points):
+        series.append(step, wall_time, value, position)
+    return series
+
+
+def _bulk_write(repo_path: str, identity: str, source: Source) -> str:
+    open_repo(repo_path)
+    data = RunData(RunSpec(identity=identity, name=identity, experiment='bulk'),
+                   [_series(name, ctx, points) for (name, ctx), points in sorted(source.items())])
+    AimRunWriter(repo_path).write(data)
+    index_runs(repo_path, [run_hash_for(identity)])
+    return run_hash_for(identity)
+
+
+def _per_point_write(repo_path: str, source: Source) -> str:
+    """The calls ``aim convert`` makes: one ``_track`` per point, with the source's wall time."""
+    repo = open_repo(repo_path)
+    run = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False, experiment='bulk')
+    for (name, ctx), points in sorted(source.items()):
+        for step, value, wall_time in points:
+            run._tracker._track(value, wall_time, name, step, None, context={'subset': ctx} if ctx else {})
+    run_hash = run.hash
+    run.close()
+    index_runs(repo_path, [run_hash])
+    return run_hash
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _read(repo_path: str, run_hash: str) -> Dict[Tuple[str, str], dict]:
+    """Everything a user sees of a run's metrics through the SDK."""
+    repo = open_repo(repo_path, create=False)
+    run = Run(run_hash, repo=repo, read_only=True)
+    infos = {(t['name'], str(sorted(t['context'].items()))): t['values']
+             for t in run.collect_sequence_info('metric')['metric']}
+    out = {}
+    for metric in run.metrics():
+        ctx = metric.context.to_dict()
+        steps, (values, epochs, times) = metric.data.items_list()
+        again = run.get_metric(metric.name, Context(ctx))
+        key = (metric.name, str(sorted(ctx.items())))
+        info = infos[key]
+        out[key] = {
+            'steps': list(steps), 'values': list(values), 'epochs': list(epochs), 'times': list(times),
+            'first_step': metric.first_step(), 'last_step': metric.last_step(),
+            'get_metric_steps': list(again.data.items_list()[0]),
+            'info': {k: info.get(k) for k in ('first', 'first_step', 'last', 'last_step', 'min', 'max', 'dtype')},
+        }
+    queried = {(m.name, str(sorted(m.context.to_dict().items()))): len(m.data.items_list()[0])
+               for m in repo.query_metrics(f'run.hash == "{run_hash}"')}
+    assert queried == {k: len(v['steps']) for k, v in out.items()}
+    return out
+
+
+def _assert_equal(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for key in want:
+        g, w = got[key], want[key]
+        assert g['steps'] == w['steps'], key
+        assert g['get_metric_steps'] == w['steps'], key
+        for column in ('values', 'epochs'):
+            assert len(g[column]) == len(w[column]) and all(map(_same, g[column], w[column])), (key, column)
+        assert g['times'] == w['times'], key
+        assert (g['first_step'], g['last_step']) == (w['first_step'], w['last_step']), key
+        for field, value in w['info'].items():
+            other = g['info'][field]
+            assert (value == other if not isinstance(value, float) else _same(value, other)), (key, field, other, value)
+
+
+def _expected(source: Source) -> dict:
+    """What the SDK must show for a source whose points are in increasing step order."""
+    out = {}
+    for (name, ctx), points in source.items():
+        not_nan = [v for _, v, _ in points if not math.isnan(v)]
+        out[(name, str(sorted(({'subset': ctx} if ctx else {}).items())))] = {
+            'steps': [s for s, _, _ in points], 'get_metric_steps': [s for s, _, _ in points],
+            'values': [v for _, v, _ in points], 'epochs': [NAN] * len(points),  # the SDK shows an epoch-less point's epoch as NaN
+            'times': [t for _, _, t in points],
+            'first_step': points[0][0], 'last_step': points[-1][0],
+            'info': {'first': points[0][1], 'first_step': points[0][0], 'last': points[-1][1],
+                     'last_step': points[-1][0], 'min': min(not_nan) if not_nan else None,
+                     'max': max(not_nan) if not_nan else None, 'dtype': 'float'},
+        }
+    return out
+
+
+SOURCE: Source = {
+    ('loss', 'train'): [(s, 1.0 / (s + 1), 1_700_000_000.0 + s * 0.25) for s in range(0, 3000, 3)],
+    ('loss', 'validate'): [(s, 2.5 - s * 1e-3, 1_700_000_100.5 + s) for s in range(0, 3000, 100)],
+    ('odd values', ''): [(0, NAN, 1.0), (1, INF, 2.0), (2, -INF, 3.0), (3, -0.0, 4.0), (4, 1e308, 5.0),
+                         (5, -1e-308, 6.0), (7, NAN, 7.5)],
+    ('all nan', ''): [(0, NAN, 10.0), (5, NAN, 11.0)],
+    ('single', 'train'): [(42, 3.25, 12.0)],
+}
+
+
+def test_bulk_equals_per_point_through_the_sdk(tmp_path):
+    bulk_repo, per_point_repo = str(tmp_path / 'bulk'), str(tmp_path / 'per_point')
+    bulk = _read(bulk_repo, _bulk_write(bulk_repo, 'run-a', SOURCE))
+    per_point = _read(per_point_repo, _per_point_write(per_point_repo, SOURCE))
+    _assert_equal(bulk, per_point)
+    _assert_equal(bulk, _expected(SOURCE))
+
+
+def test_negative_and_huge_steps(tmp_path):
+    source = {('steps', ''): [(-(2 ** 40), 1.0, 1.0), (-5, 2.0, 2.0), (-1, 3.0, 3.0), (0, 4.0, 4.0),
+                              (2 ** 31 + 7, 5.0, 5.0), (2 ** 52, 6.0, 6.0), (2 ** 62, 7.0, 7.0)]}
+    repo = str(tmp_path / 'repo')
+    _assert_equal(_read(repo, _bulk_write(repo, 'run-steps', source)), _expected(source))
+
+
+def test_rewrite_with_more_points_adds_without_duplicates(tmp_path):
+    repo = str(tmp_path / 'repo')
+    first = {('acc', 'train'): [(s, s / 100, 1000.0 + s) for s in range(100)]}
+    more = {('acc', 'train'): [(s, s / 100, 1000.0 + s) for s in range(150)],
+            ('acc', 'validate'): [(s, -s / 10, 2000.0 + s) for s in range(0, 150, 10)]}
+    run_hash = _bulk_write(repo, 'run-grow', first)
+    _assert_equal(_read(repo, run_hash), _expected(first))
+    assert _bulk_write(repo, 'run-grow', more) == run_hash
+    _assert_equal(_read(repo, run_hash), _expected(more))
+    assert len(list(open_repo(repo, create=False).iter_runs())) == 1
+
+
+def test_rewrite_equals_a_single_per_point_write(tmp_path):
+    """A run written twice in bulk (the second time with more points) reads back as the per-point path
+    writing the final data once."""
+    grown = {k: v + [(v[-1][0] + 1 + i, float(i), v[-1][2] + 1 + i) for i in range(5)] for k, v in SOURCE.items()}
+    bulk_repo, per_point_repo = str(tmp_path / 'bulk'), str(tmp_path / 'per_point')
+    _bulk_write(bulk_repo, 'run-b', SOURCE)
+    bulk = _read(bulk_repo, _bulk_write(bulk_repo, 'run-b', grown))
+    _assert_equal(bulk, _read(per_point_repo, _per_point_write(per_point_repo, grown)))
+
+
+@pytest.mark.parametrize('n', [1, 20_000])
+def test_sizes(tmp_path, n):
+    source = {('big', 'train'): [(s * 2, math.sin(s), 1_600_000_000.0 + s / 8) for s in range(n)]}
+    repo = str(tmp_path / 'repo')
+    _assert_equal(_read(repo, _bulk_write(repo, f'run-{n}', source)), _expected(source))
