@@ -69,7 +69,7 @@ def eight_run_logdir(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('eight') / 'logs')
     expected = write_seed_logdir(root, steps=30)
     for i in range(5):
-        run = f'more/run_{i}'
+        run = f'run_extra_{i}'  # at depth 1, a run (deeper, it would be a context of its parent)
         expected[(run, None)] = write_tbx(os.path.join(root, run), ('loss', 'acc'), 30, salt=10 + i,
                                           start_time=1_700_100_000.0 + 1000 * i)
     return root, expected
