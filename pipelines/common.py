@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from transforms.runs import NAMESPACE
 from transforms.series import Skip
@@ -47,7 +47,18 @@ def parse_json_flag(flag: str, text: Optional[str]) -> Dict[str, Any]:
 
 
 def pipeline_options(pipeline_args: List[str]) -> PipelineOptions:
-    return PipelineOptions(pipeline_args, save_main_session=False)
+    """Beam options; on the DirectRunner, unless told otherwise, one worker thread per core.
+
+    Measured by ``make bench`` (benchmarks/RESULTS.md): ``multi_threading`` with a worker per core
+    converts about twice as fast as Beam's single-worker default, because writing a run waits on disk
+    (RocksDB, SQLite) with the GIL released; ``multi_processing`` was slower than either here (each
+    worker process re-imports Beam and Aim)."""
+    args = list(pipeline_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner
+    if runner in (None, 'DirectRunner') and not any(
+            a.startswith(('--direct_running_mode', '--direct_num_workers')) for a in args):
+        args += ['--direct_running_mode=multi_threading', f'--direct_num_workers={os.cpu_count() or 1}']
+    return PipelineOptions(args, save_main_session=False)
 
 
 def default_skipped_path(repo: str) -> str:

@@ -140,38 +140,102 @@ def read_event_stream(
     and ``Skip`` dead letters, in file order. ``stats`` (if given) receives the counts."""
     stats = stats if stats is not None else collections.Counter()
     decoder = EventDecoder()
-    series: Dict[Tuple[str, str], Series] = {}
+    # The two scalar encodings (tensorboardX's ``simple_value``, TF2's float32 scalar tensor of the
+    # ``scalars`` plugin) are decoded inline, without a call per value, unless a registry entry has
+    # replaced their decoder; an event holding anything else goes through ``decoder.decode`` whole.
+    tag_metadata = decoder._metadata  # the inline path keeps the decoder's per-tag metadata current
+    inline_simple = VALUE_DECODERS.get('simple_value') is _simple_value
+    inline_tensor = PLUGIN_DECODERS.get('scalars') is _scalar_tensor
+    dt_float = types_pb2.DT_FLOAT
+    from_string = event_pb2.Event.FromString
+    # (kind, tag) -> (series, and the bound appends of its columns)
+    columns: Dict[Tuple[str, str], tuple] = {}
     unsupported: Dict[str, int] = collections.Counter()
+    records_read = 0
     pending = 0
-    for item in iter_records(stream):
-        if isinstance(item, Problem):
-            stats[f'records_skipped:{item.kind}'] += 1
-            yield Skip(source, item.reason, 'record', offset=item.offset)
-            continue
-        stats['records_read'] += 1
-        try:
-            event = event_pb2.Event.FromString(item.payload)
-        except DecodeError as error:
-            stats['records_skipped:undecodable'] += 1
-            yield Skip(source, f'record is not an Event proto: {error}', 'record', offset=item.offset)
-            continue
-        for decoded in decoder.decode(event):
-            if isinstance(decoded, UnsupportedValue):
-                unsupported[str(decoded)] += 1
+
+    def take_chunk() -> List[Series]:
+        chunk = [entry[0] for entry in columns.values()]
+        columns.clear()
+        for part in chunk:
+            stats[f'points_read:{part.kind}'] += len(part)
+        return chunk
+
+    def target_of(kind: str, tag: str) -> tuple:
+        part = Series(kind, tag, dict(context or {}), source=source)
+        entry = columns[(kind, tag)] = (part, part.steps.append, part.wall_times.append, part.values.append,
+                                        part.positions.append)
+        return entry
+
+    try:
+        for item in iter_records(stream):
+            if item.__class__ is Problem:
+                stats[f'records_skipped:{item.kind}'] += 1
+                yield Skip(source, item.reason, 'record', offset=item.offset)
                 continue
-            kind, tag, payload = decoded
-            target = series.get((kind, tag))
-            if target is None:
-                target = series[(kind, tag)] = Series(kind, tag, dict(context or {}), source=source)
-            target.append(event.step, event.wall_time, payload, item.offset)
-            stats[f'points_read:{kind}'] += 1
-            pending += 1
-        if pending >= chunk_points:
-            yield list(series.values())
-            series.clear()
-            pending = 0
-    if series:
-        yield list(series.values())
+            records_read += 1
+            offset = item.offset
+            try:
+                event = from_string(item.payload)
+            except DecodeError as error:
+                stats['records_skipped:undecodable'] += 1
+                yield Skip(source, f'record is not an Event proto: {error}', 'record', offset=offset)
+                continue
+            inline = []
+            if event.WhichOneof('what') == 'summary':
+                for value in event.summary.value:
+                    tag = value.tag
+                    field = value.WhichOneof('value')
+                    if field == 'simple_value' and inline_simple:
+                        if value.HasField('metadata'):
+                            tag_metadata[tag] = value.metadata
+                        inline.append((tag, float(value.simple_value)))
+                        continue
+                    if field == 'tensor' and inline_tensor:
+                        metadata = value.metadata if value.HasField('metadata') else tag_metadata.get(tag)
+                        tensor = value.tensor
+                        if (metadata is not None and metadata.plugin_data.plugin_name == 'scalars'
+                                and tensor.dtype == dt_float and not tensor.tensor_content
+                                and len(tensor.float_val) == 1 and not tensor.tensor_shape.dim):
+                            if value.HasField('metadata'):
+                                tag_metadata[tag] = metadata
+                            inline.append((tag, float(tensor.float_val[0])))
+                            continue
+                    inline = None  # something else: the whole event goes through the decoder
+                    break
+            else:
+                inline = None
+            step, wall_time = event.step, event.wall_time
+            if inline is not None:
+                for tag, number in inline:
+                    entry = columns.get((METRIC, tag)) or target_of(METRIC, tag)
+                    entry[1](step)
+                    entry[2](wall_time)
+                    entry[3](number)
+                    entry[4](offset)
+                pending += len(inline)
+            else:
+                for decoded in decoder.decode(event):
+                    if isinstance(decoded, UnsupportedValue):
+                        unsupported[str(decoded)] += 1
+                        continue
+                    kind, tag, payload = decoded
+                    entry = columns.get((kind, tag)) or target_of(kind, tag)
+                    entry[1](step)
+                    entry[2](wall_time)
+                    entry[3](payload)
+                    entry[4](offset)
+                    pending += 1
+            if pending >= chunk_points:
+                yield take_chunk()
+                pending = 0
+        if columns:
+            yield take_chunk()
+    finally:
+        # what was read is counted even if the stream fails part-way (the chunk in hand is then lost)
+        stats['records_read'] += records_read
+        for entry in columns.values():
+            stats[f'points_read:{entry[0].kind}'] += len(entry[0])
     for reason, count in sorted(unsupported.items()):
         stats['points_skipped:unsupported'] += count
         yield Skip(source, reason, 'point', count=count)
