@@ -250,9 +250,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     small_logdir, small_points = subset_logdir(args.cache, logdir, args.small_runs)
     print(f'logdir: {logdir} ({args.runs} runs x {len(CONTEXTS)} contexts x {len(TAGS)} tags x {STEPS} steps '
           f'= {points:,} scalar points; ready in {time.perf_counter() - started:.1f}s)', flush=True)
-    extras = extras_available()
-    if not extras:
-        print('note: samples/tensorboard_plugins.py is not in this checkout: scalars only', flush=True)
+    extras = False  # the logdir holds scalars only (see ``benchmarks.logdir``)
+    print('note: scalars only; images/histograms (samples/tensorboard_plugins.py'
+          f'{" exists" if extras_available() else " is not in this checkout"}) are not in the benchmark logdir',
+          flush=True)
 
     repo = os.path.join(args.cache, 'aim-full')
     small_repo = os.path.join(args.cache, 'aim-small')
@@ -264,6 +265,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'    tf_to_aim, {args.small_runs} runs: {small["wall"]:.1f}s wall, '
           f'{_fmt_rate(small_points / small["wall"])} points/s, peak memory {small["peak_tree_mb"]:.0f} MB '
           f'(process tree), {small["peak_process_mb"]:.0f} MB (largest process)', flush=True)
+    single = None
+    if not args.extra:  # what the DirectRunner defaults are worth: Beam's own single-worker default
+        single = run_tf_to_aim(small_logdir, small_repo,
+                               ['--direct_running_mode=in_memory', '--direct_num_workers=1'])
+        print(f'    tf_to_aim, {args.small_runs} runs, Beam\'s default --direct_running_mode=in_memory '
+              f'--direct_num_workers=1: {single["wall"]:.1f}s wall, {_fmt_rate(small_points / single["wall"])} '
+              f'points/s (runferry\'s default: {small["wall"] / single["wall"]:.2f}x the time)', flush=True)
     check = verify_repo(repo, args.runs)
     if check['points'] != points or full['points_written'] != points:
         raise SystemExit(f'point count differs: source {points:,}, reported {full["points_written"]:,}, '
@@ -287,14 +295,14 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'decode {decode_ratio:.1f}x the tensorboard loader', flush=True)
 
     if not args.no_record:
-        record(info, args, points, small_points, full, small, check, per_point, decode, speedup, decode_ratio,
-               extras, len(files))
+        record(info, args, points, small_points, full, small, single, check, per_point, decode, speedup,
+               decode_ratio, extras, len(files))
         print(f'appended to {os.path.relpath(RESULTS, ROOT)}')
     return 0
 
 
-def record(info, args, points, small_points, full, small, check, per_point, decode, speedup, decode_ratio,
-           extras, files) -> None:
+def record(info, args, points, small_points, full, small, single, check, per_point, decode, speedup,
+           decode_ratio, extras, files) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     new = not os.path.exists(RESULTS)
     with open(RESULTS, 'a') as out:
@@ -305,7 +313,7 @@ def record(info, args, points, small_points, full, small, check, per_point, deco
                   f'load average at start {info["load"]}\n')
         out.write(f'- data: {args.runs} runs x {len(CONTEXTS)} contexts x {len(TAGS)} tags x {STEPS} steps = '
                   f'{points:,} scalar points (half tensorboardX `simple_value`, half TF2 scalar tensors)'
-                  f'{"" if extras else "; scalars only (samples/tensorboard_plugins.py not present)"}\n')
+                  f'{"" if extras else "; scalars only, no images/histograms"}\n')
         out.write(f'- command: `{full["cmd"]}`{" " + " ".join(args.extra) if args.extra else ""}\n\n')
         out.write('| measurement | wall | points/s | peak memory (tree / largest process) |\n')
         out.write('|---|---|---|---|\n')
@@ -314,6 +322,10 @@ def record(info, args, points, small_points, full, small, check, per_point, deco
         out.write(f'| (1) runferry tf_to_aim, {args.small_runs} runs | {small["wall"]:.1f}s | '
                   f'{_fmt_rate(small_points / small["wall"])} | {small["peak_tree_mb"]:.0f} MB / '
                   f'{small["peak_process_mb"]:.0f} MB |\n')
+        if single is not None:
+            out.write(f'| (1) same, {args.small_runs} runs, Beam\'s default `--direct_running_mode=in_memory '
+                      f'--direct_num_workers=1` | {single["wall"]:.1f}s | {_fmt_rate(small_points / single["wall"])} '
+                      f'| {single["peak_tree_mb"]:.0f} MB / {single["peak_process_mb"]:.0f} MB |\n')
         out.write(f'| (2) Aim per-point `_track`, {per_point["runs"]} runs sampled ({per_point["points"]:,} points) '
                   f'| {per_point["seconds"]:.1f}s (extrapolated {points / per_point["rate"]:.0f}s) | '
                   f'{_fmt_rate(per_point["rate"])} | |\n')

@@ -159,3 +159,35 @@ def test_sizes(tmp_path, n):
     source = {('big', 'train'): [(s * 2, math.sin(s), 1_600_000_000.0 + s / 8) for s in range(n)]}
     repo = str(tmp_path / 'repo')
     _assert_equal(_read(repo, _bulk_write(repo, f'run-{n}', source)), _expected(source))
+
+
+@pytest.mark.parametrize('writer', ['tbx', 'tf2'])
+def test_inline_scalar_decode_equals_the_decoder(tmp_path, writer):
+    """``read_event_stream`` decodes the two scalar encodings inline; the result must be what
+    ``EventDecoder`` gives event by event (same tags, steps, wall times, values, offsets)."""
+    from connectors.tfrecord import Record, iter_records
+    from samples.tensorboard_logs import write_tbx, write_tf2
+    from tensorboard.compat.proto import event_pb2
+    from transforms.events import EventDecoder, read_event_stream
+
+    (write_tbx if writer == 'tbx' else write_tf2)(str(tmp_path), ('loss', 'acc/top1'), 300)
+    (path,) = [p for p in tmp_path.iterdir() if 'tfevents' in p.name]
+    with open(path, 'rb') as stream:
+        chunks = [c for c in read_event_stream(stream, str(path), {'entry': 'x'}, chunk_points=250)
+                  if isinstance(c, list)]
+    assert len(chunks) > 1  # chunking on the inline path
+    got: Dict[str, List[tuple]] = {}
+    for chunk in chunks:
+        for series in chunk:
+            assert series.kind == METRIC and series.context == {'entry': 'x'}
+            got.setdefault(series.name, []).extend(
+                zip(series.steps, series.wall_times, series.values, series.positions))
+    want: Dict[str, List[tuple]] = {}
+    decoder = EventDecoder()
+    with open(path, 'rb') as stream:
+        for record in iter_records(stream):
+            assert isinstance(record, Record)
+            event = event_pb2.Event.FromString(record.payload)
+            for kind, tag, value in decoder.decode(event):
+                want.setdefault(tag, []).append((event.step, event.wall_time, value, record.offset))
+    assert got == want and sorted(got) == ['acc/top1', 'loss'] and len(got['loss']) == 300
