@@ -121,6 +121,7 @@ class MlflowSource:
                 # MLflow 3 refuses to open a file store unless this is set; reading one is exactly what a
                 # migration away from it needs.
                 os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
+            os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one bar per file, on workers
             from mlflow import MlflowClient
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client

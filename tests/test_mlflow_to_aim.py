@@ -1,0 +1,260 @@
+"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,050+ runs and a
+50,000-point history, a real ``mlflow server``, a file store), read back through the Aim SDK."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import mlflow_to_aim
+from pipelines.common import UsageError
+from samples.mlflow_store import log_long_metric, log_many_runs, log_rich_run, scratch_dir
+from tests import servers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------------------------- flags
+
+def test_parse_flags_and_beam_passthrough(monkeypatch):
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    args, beam_args = mlflow_to_aim.parse(['--tracking_uri', 'sqlite:///x.db', '--experiment', 'a', '--experiment',
+                                           '3', '--repo', 'out', '--dry-run', '--strict', '--runner', 'DirectRunner'])
+    assert (args.tracking_uri, args.experiment, args.repo, args.dry_run, args.strict) == \
+        ('sqlite:///x.db', ['a', '3'], 'out', True, True)
+    assert args.skipped == os.path.abspath('out') + '.skipped.jsonl'
+    assert beam_args == ['--runner', 'DirectRunner']
+
+
+def test_tracking_uri_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', 'http://127.0.0.1:1')
+    assert mlflow_to_aim.parse(['--repo', 'r'])[0].tracking_uri == 'http://127.0.0.1:1'
+    monkeypatch.delenv('MLFLOW_TRACKING_URI')
+    with pytest.raises(UsageError, match='--tracking-uri'):
+        mlflow_to_aim.parse(['--repo', 'r'])
+
+
+def test_missing_uri_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        mlflow_to_aim.run(['--repo', 'r'])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'MLFLOW_TRACKING_URI' in err
+
+
+# ----------------------------------------------------------------------------------------------- read back
+
+def read_aim(repo_path):
+    """{mlflow run id: everything a user sees of the Aim run}, through the Aim SDK."""
+    from aim import Repo
+
+    getters = {'image': ('get_image_sequence', ('aim.image', 'list(aim.image)')),
+               'text': ('get_text_sequence', ('aim.text',)),
+               'audio': ('get_audio_sequence', ('aim.audio', 'list(aim.audio)'))}
+    out = {}
+    for run in Repo.from_path(repo_path).iter_runs():
+        run_id = run.get('mlflow_run_id')
+        assert run_id not in out, f'two Aim runs for {run_id}'
+        metrics = {}
+        for metric in run.metrics():
+            assert metric.context.to_dict() == {}
+            steps, (values, _epochs, times) = metric.data.items_list()
+            metrics[metric.name] = list(zip(steps, values, times))
+        artifacts = {}
+        for kind, (getter, dtypes) in getters.items():
+            for name, context, _ in run.iter_sequence_info_by_type(dtypes):
+                steps, (values, _epochs, _times) = getattr(run, getter)(name, context).data.items_list()
+                assert steps == [0], (name, steps)
+                value = values[0]
+                if kind == 'text':
+                    artifacts[name] = (kind, value.data.encode())
+                elif kind == 'image':
+                    artifacts[name] = (kind, bytes(value.storage['data'].load()))
+                else:
+                    artifacts[name] = (kind, value.get().read())
+        out[run_id] = {
+            'name': run.name, 'experiment': run.experiment, 'description': run.description,
+            'experiment_id': run.get('mlflow_experiment_id'), 'run_name': run.get('mlflow_run_name'),
+            'status': run.get('mlflow_status'), 'params': run.get('params'), 'tags': run.get('tags'),
+            'creation_time': run.creation_time, 'end_time': run.end_time, 'metrics': metrics,
+            'artifacts': artifacts,
+        }
+    return out
+
+
+def assert_converted(repo_path, expected):
+    actual = read_aim(repo_path)
+    assert sorted(actual) == sorted(expected)
+    for run_id, want in expected.items():
+        got = actual[run_id]
+        assert (got['name'], got['run_name'], got['experiment'], got['experiment_id']) == \
+            (want['name'], want['name'], want['experiment'], want['experiment_id']), run_id
+        assert got['params'] == want['params'] and got['tags'] == want['tags'], run_id
+        assert (got['description'] or None) == want['description'], run_id
+        assert got['status'] == want['status']
+        assert abs(got['creation_time'] - want['start_time'] / 1000) < 1e-3
+        if want['end_time'] is not None:
+            assert abs(got['end_time'] - want['end_time'] / 1000) < 1e-3
+        assert sorted(got['metrics']) == sorted(want['metrics']), run_id
+        for key, points in want['metrics'].items():
+            have = got['metrics'][key]
+            assert [(s, v) for s, v, _ in have] == [(s, v) for s, v, _ in points], (run_id, key)
+            assert max(abs(t - ts / 1000) for (_, _, t), (_, _, ts) in zip(have, points)) < 1e-3, (run_id, key)
+        assert got['artifacts'] == want['artifacts'], run_id
+    return actual
+
+
+def point_count(actual):
+    return sum(len(points) for run in actual.values() for points in run['metrics'].values())
+
+
+def skipped_lines(path):
+    with open(path) as lines:
+        return [json.loads(line) for line in lines]
+
+
+def convert(*args, tmp_path):
+    argv = [*args, '--skipped', str(tmp_path / 'skipped.jsonl')]
+    return mlflow_to_aim.run(argv)
+
+
+# --------------------------------------------------------------------------------------- SQLite, 1,050+ runs
+
+@pytest.fixture(scope='module')
+def big_store():
+    """Experiment 'big' past the 1000-run page (1,050 small runs), experiment 'detail' with a rich run and
+    a 50,000-point history, and 'other'; real MLflow client calls into a SQLite store."""
+    from mlflow import MlflowClient
+
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        big = client.create_experiment('big', artifact_location=f'file://{root}/artifacts')
+        detail = client.create_experiment('detail', artifact_location=f'file://{root}/artifacts-detail')
+        other = client.create_experiment('other', artifact_location=f'file://{root}/artifacts-other')
+        expected = log_many_runs(client, big, 1050, steps=2)
+        expected.update(log_long_metric(client, detail, 'long', 50_000))
+        expected.update(log_rich_run(client, detail, 'rich', salt=2))
+        expected.update(log_many_runs(client, other, 2, prefix='other'))
+        yield uri, big, other, expected
+
+
+@pytest.mark.slow
+def test_sqlite_store_lists_every_run_past_the_first_page(big_store, tmp_path):
+    """Every run of the 1,050-run experiment is planned, i.e. becomes a Beam element. (Converting all
+    of them end to end took 132 s here, almost all of it in the Aim sink, so the suite does not.)"""
+    uri, big, _, expected = big_store
+    args, _ = mlflow_to_aim.parse(['--tracking-uri', uri, '--experiment', 'big', '--repo', str(tmp_path / 'a')])
+    _, plan = mlflow_to_aim.plan_source(args)
+    assert [experiment.experiment_id for experiment, _ in plan] == [big]
+    run_ids = plan[0][1]
+    assert len(run_ids) == len(set(run_ids)) == 1050
+    assert set(run_ids) == {k for k, v in expected.items() if v['experiment'] == 'big'}
+
+
+@pytest.mark.slow
+def test_sqlite_store_every_point_and_rerun_adds_nothing(big_store, tmp_path, capsys):
+    uri, big, other, expected = big_store
+    want = {k: v for k, v in expected.items() if v['experiment'] == 'detail'}
+    repo = str(tmp_path / 'aim')
+    assert convert('--tracking-uri', uri, '--experiment', 'detail', '--repo', repo, tmp_path=tmp_path) == 0
+    first = assert_converted(repo, want)
+    assert max(len(r['metrics'].get('long', [])) for r in first.values()) == 50_000
+    report = capsys.readouterr().out
+    assert 'runs written' in report
+    skipped = skipped_lines(tmp_path / 'skipped.jsonl')
+    assert sorted((s['kind'], s['source'].split('/', 1)[-1]) for s in skipped if s['kind'] == 'artifact') == \
+        [('artifact', 'icons/logo.svg'), ('artifact', 'model/weights.bin')]
+    assert [s['count'] for s in skipped if s['kind'] == 'point'] == [1]  # the duplicate step of 'loss'
+
+    # again, plus the other experiment by id: nothing doubles, the new runs are added
+    assert convert('--tracking-uri', uri, '--experiment', 'detail', '--experiment', other, '--repo', repo,
+                   tmp_path=tmp_path) == 0
+    second = assert_converted(repo, {k: v for k, v in expected.items() if v['experiment'] != 'big'})
+    assert point_count({k: second[k] for k in first}) == point_count(first)
+
+
+# ------------------------------------------------------------------------------------- a real mlflow server
+
+@pytest.fixture(scope='module')
+def mlflow_server():
+    """``mlflow server`` over SQLite on 127.0.0.1 (artifacts proxied by the server), filled over HTTP."""
+    from mlflow import MlflowClient
+
+    with scratch_dir() as root:
+        port = servers.free_port()
+        command = [os.path.join(servers.BIN, 'mlflow'), 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
+                   '--artifacts-destination', f'{root}/artifacts', '--host', '127.0.0.1', '--port', str(port),
+                   '--workers', '1']
+        with servers._serve(command, '/health', {}, port, timeout=120) as server:
+            client = MlflowClient(server.url)
+            first = client.create_experiment('served')
+            second = client.create_experiment('second')
+            expected = log_rich_run(client, first, 'served-rich', salt=3)
+            expected.update(log_many_runs(client, first, 2, prefix='served'))
+            expected.update(log_many_runs(client, second, 2, prefix='second'))
+            yield server, first, second, expected
+
+
+@pytest.mark.slow
+def test_tracking_server_by_name_and_by_id(mlflow_server, tmp_path):
+    server, first, second, expected = mlflow_server
+    repo = str(tmp_path / 'aim')
+    argv = [sys.executable, '-m', 'pipelines.mlflow_to_aim', '--tracking-uri', server.url, '--repo', repo,
+            '--skipped', str(tmp_path / 'skipped.jsonl'), '--direct_num_workers', '2',
+            '--direct_running_mode', 'multi_processing']
+    by_name = subprocess.run([*argv, '--experiment', 'served'], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert by_name.returncode == 0, by_name.stderr[-3000:]
+    first_pass = assert_converted(repo, {k: v for k, v in expected.items() if v['experiment'] == 'served'})
+    by_id = subprocess.run([*argv, '--experiment', second, '--experiment', 'served'], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert by_id.returncode == 0, by_id.stderr[-3000:]
+    both = assert_converted(repo, expected)
+    assert point_count({k: both[k] for k in first_pass}) == point_count(first_pass)
+
+
+def test_unknown_experiment_is_one_line_naming_it(mlflow_server, tmp_path, capsys):
+    server = mlflow_server[0]
+    with pytest.raises(SystemExit) as exit_info:
+        convert('--tracking-uri', server.url, '--experiment', 'no-such-thing', '--repo', str(tmp_path / 'a'),
+                tmp_path=tmp_path)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'no-such-thing'" in err
+    assert not os.path.exists(tmp_path / 'a')
+
+
+def test_dry_run_lists_and_writes_nothing(mlflow_server, tmp_path, capsys):
+    server, first, _, expected = mlflow_server
+    repo = tmp_path / 'aim'
+    assert convert('--tracking-uri', server.url, '--experiment', first, '--repo', str(repo), '--dry-run',
+                   tmp_path=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "'served': 3 run(s)" in out
+    assert all(f'run {k}' in out for k, v in expected.items() if v['experiment'] == 'served')
+    assert not repo.exists()
+
+
+# ----------------------------------------------------------------------------------------------- file store
+
+def test_file_store(tmp_path, monkeypatch):
+    """MLflow 3.17 keeps the file store in 'maintenance mode': it refuses to open one unless
+    MLFLOW_ALLOW_FILE_STORE=true. The writer here sets it; the converter sets it itself."""
+    from mlflow import MlflowClient
+
+    store = tmp_path / 'mlruns'
+    monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')
+    client = MlflowClient(f'file://{store}')
+    experiment_id = client.create_experiment('files')
+    expected = log_rich_run(client, experiment_id, 'file-rich', salt=4, steps=12)
+    expected.update(log_many_runs(client, experiment_id, 2, prefix='file'))
+    monkeypatch.delenv('MLFLOW_ALLOW_FILE_STORE')
+    repo = str(tmp_path / 'aim')
+    assert convert('--tracking-uri', str(store), '--repo', repo, '--strict', tmp_path=tmp_path) == 1  # skipped some
+    assert_converted(repo, expected)
