@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m pipelines.tf_to_aim --logdir demo-logs --repo demo-aim
 
 test: $(STAMP)
+	bash tools/install-test-deps.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
