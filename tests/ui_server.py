@@ -104,14 +104,16 @@ def search_runs(url: str, query: str = '', **params) -> Dict[str, dict]:
 def render_page(url: str, workdir: str, screenshot: str = None, budget_ms: int = 15000) -> str:
     """The DOM of a page after headless Chromium ran its scripts (``--dump-dom``); optionally a PNG too.
 
-    Every network-touching Chromium feature is off: the test machine is offline and the page is local."""
+    Every network-touching Chromium feature is off: the test machine is offline and the page is local.
+    Dates are rendered in UTC."""
     def chromium(*extra: str) -> subprocess.CompletedProcess:
         profile = tempfile.mkdtemp(dir=workdir, prefix='chromium-profile-')
         command = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                    '--disable-background-networking', '--disable-component-update', '--disable-sync',
                    '--disable-dev-shm-usage', f'--user-data-dir={profile}', f'--virtual-time-budget={budget_ms}',
                    *extra, url]
-        return subprocess.run(command, capture_output=True, timeout=120, check=True)
+        # dates in the page follow the browser's time zone: UTC, so that tests can spell them
+        return subprocess.run(command, capture_output=True, timeout=120, check=True, env={**os.environ, 'TZ': 'UTC'})
 
     dom = chromium('--dump-dom').stdout.decode('utf-8', 'replace')
     if screenshot:
