@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.runs import NAMESPACE
 from transforms.series import Skip
@@ -47,17 +47,7 @@ def parse_json_flag(flag: str, text: Optional[str]) -> Dict[str, Any]:
 
 
 def pipeline_options(pipeline_args: List[str]) -> PipelineOptions:
-    """Beam options; on the DirectRunner, unless told otherwise, one worker process per core.
-
-    Measured by ``make bench`` (benchmarks/RESULTS.md), 200 runs on 2 cores: ``multi_processing`` x 2
-    18.6 s, ``multi_threading`` x 2 22.7 s, Beam's default ``in_memory`` 24.9 s. Processes also keep
-    Aim's shared SQLite session objects out of reach of concurrent threads."""
-    args = list(pipeline_args)
-    runner = PipelineOptions(args).view_as(StandardOptions).runner
-    if runner in (None, 'DirectRunner') and not any(
-            a.startswith(('--direct_running_mode', '--direct_num_workers')) for a in args):
-        args += ['--direct_running_mode=multi_processing', f'--direct_num_workers={os.cpu_count() or 1}']
-    return PipelineOptions(args, save_main_session=False)
+    return PipelineOptions(pipeline_args, save_main_session=False)
 
 
 def default_skipped_path(repo: str) -> str:
