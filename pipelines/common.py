@@ -18,7 +18,7 @@ from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS']
+           'SKIP_COUNTERS', 'finish_outputs']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
@@ -147,3 +147,15 @@ def finish(counters: Dict[str, int], elapsed: float, args) -> int:
                        'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
     skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
     return 1 if (args.strict and skipped_any) else 0
+
+
+def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:
+    """The end every conversion shares: index the written runs once, write the dead letters to one file."""
+    from transforms.runs import IndexRunsFn
+
+    (converted['written']
+     | 'CollectRuns' >> beam.combiners.ToList()
+     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)))
+    (converted['skipped']
+     | 'CollectSkipped' >> beam.combiners.ToList()
+     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path)))

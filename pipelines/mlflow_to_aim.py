@@ -20,10 +20,9 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 
 from connectors.mlflow_source import ExperimentRef, MlflowSource, select_experiments
-from pipelines.common import (UsageError, WriteSkipped, check_repo_writable, default_skipped_path, fail_usage,
+from pipelines.common import (UsageError, check_repo_writable, finish_outputs, default_skipped_path, fail_usage,
                               pipeline_options, read_counters)
 from transforms.mlflow import ConvertMlflow
-from transforms.runs import IndexRunsFn
 
 __all__ = ['parse', 'plan_source', 'build', 'run', 'print_plan', 'print_report']
 
@@ -83,12 +82,7 @@ def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan
     converted = (p
                  | 'ListRuns' >> beam.Create(run_ids, reshuffle=False)
                  | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names))
-    (converted['written']
-     | 'CollectRuns' >> beam.combiners.ToList()
-     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(args.repo)))
-    (converted['skipped']
-     | 'CollectSkipped' >> beam.combiners.ToList()
-     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(args.skipped)))
+    finish_outputs(converted, args.repo, args.skipped)
 
 
 def print_plan(source: MlflowSource, plan: Plan, out=None) -> None:

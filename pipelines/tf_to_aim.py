@@ -19,12 +19,11 @@ from typing import List, Optional, Tuple
 import apache_beam as beam
 
 from connectors.event_files import EventFileSource, SourceError
-from pipelines.common import (UsageError, WriteSkipped, check_repo_writable, default_skipped_path, fail_usage,
+from pipelines.common import (UsageError, check_repo_writable, finish_outputs, default_skipped_path, fail_usage,
                               finish, parse_json_flag, pipeline_options, read_counters, watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import print_plan
 from transforms.classify import Plan, classify
-from transforms.runs import IndexRunsFn
 from transforms.tensorboard import ConvertTensorBoard
 
 PROG = 'tf_to_aim'
@@ -82,12 +81,7 @@ def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, l
                  | 'ListEventFiles' >> beam.Create([listing])
                  | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.flat,
                                                               args.chunk_points, progress))
-    (converted['written']
-     | 'CollectRuns' >> beam.combiners.ToList()
-     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(args.repo)))
-    (converted['skipped']
-     | 'CollectSkipped' >> beam.combiners.ToList()
-     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(args.skipped)))
+    finish_outputs(converted, args.repo, args.skipped)
 
 
 def warn_ignored(source: EventFileSource, plan: Plan) -> None:
