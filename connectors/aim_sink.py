@@ -8,16 +8,24 @@ step, epoch and time arrays in one batch (``TreeView.set``, which local containe
 Idempotence without a local cache: a run's Aim hash is derived from its source identity, so a re-run
 opens the same Aim run; each sequence is rewritten whole from the source (points are keyed by step),
 so nothing is ever duplicated and newly logged points are added.
+
+Why not ``aim.Run`` on a local repo: most of a small run's cost there is fixed (its SQLite props
+committed five times, a heartbeat thread, the tracker preloading sequence infos). ``_LocalRun`` opens
+only what a run is made of — the run lock and its two RocksDB containers — and the SQLite props
+(name, experiment, times, tags) are returned as ``RunProps`` and written for all runs at once, in one
+transaction, by ``index_runs`` (one process: SQLite is a single-writer store). Remote repos go through
+``aim.Run``, whose props the server writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import logging
 import math
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import pytz
@@ -25,6 +33,7 @@ import pytz
 import aim.sdk.base_run as _aim_base_run
 from aim.sdk.repo import Repo
 from aim.sdk.run import BasicRun
+from aim.sdk.tracker import RunTracker
 from aim.storage import encoding as _encoding
 from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
@@ -34,7 +43,8 @@ from aim.storage.utils import ArrayFlag
 
 from transforms.series import METRIC, RunData, Series
 
-__all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'index_runs', 'OBJECT_CONVERTERS']
+__all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'WrittenRun', 'RunProps', 'index_runs',
+           'OBJECT_CONVERTERS']
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +90,25 @@ def _utc(timestamp: Optional[float]) -> Optional[datetime.datetime]:
     return datetime.datetime.fromtimestamp(timestamp, tz=pytz.utc).replace(tzinfo=None)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunProps:
+    """A run's row in Aim's SQLite store, written later, with every other run's, by ``index_runs``."""
+    hash: str
+    name: str
+    experiment: str
+    description: Optional[str] = None
+    tags: Tuple[str, ...] = ()
+    created_at: Optional[float] = None
+    finalized_at: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenRun:
+    hash: str
+    points: Dict[str, int]  # by kind
+    props: Optional[RunProps]  # None when already written (remote repos: by the server)
+
+
 class AimRunWriter:
     """Writes whole runs into one repo. One instance per worker; runs are written one at a time."""
 
@@ -87,23 +116,26 @@ class AimRunWriter:
         self.repo_uri = repo
         self.repo = open_repo(repo, create=False)  # created by the launcher; init here would race
 
-    def _open_run(self, run_hash: str, creation_time: Optional[float]) -> BasicRun:
-        if self.repo.run_exists(run_hash):
-            return BasicRun(run_hash, repo=self.repo)
-        # the run's props (and so its creation time in the UI) are created before the run itself
-        self.repo.request_props(run_hash, False, created_at=_utc(creation_time))
-        _chosen_hash.value = run_hash
-        try:
-            return BasicRun(repo=self.repo)
-        finally:
-            _chosen_hash.value = None
-
-    def write(self, data: RunData) -> Dict[str, int]:
-        """Write (or rewrite) one run; returns points written by kind."""
+    def write(self, data: RunData) -> WrittenRun:
+        """Write (or rewrite) one run's tree. On a local repo its SQLite props are returned, not written."""
         spec = data.spec
         run_hash = run_hash_for(spec.identity)
-        run = self._open_run(run_hash, spec.creation_time)
-        written: Dict[str, int] = {}
+        if self.repo.is_remote_repo:
+            return WrittenRun(run_hash, self._write_with_aim_run(run_hash, data), None)
+        run = _LocalRun(self.repo, run_hash)
+        try:
+            for key, value in spec.attributes.items():
+                run[key] = value
+            written = _write_series(run, data.series)
+        finally:
+            run.close(end_time=spec.end_time)
+        props = RunProps(run_hash, spec.name, spec.experiment, spec.description, tuple(spec.tags),
+                         spec.creation_time, spec.end_time)
+        return WrittenRun(run_hash, written, props)
+
+    def _write_with_aim_run(self, run_hash: str, data: RunData) -> Dict[str, int]:
+        spec = data.spec
+        run = self._open_aim_run(run_hash, spec.creation_time)
         try:
             run.name = spec.name
             run.experiment = spec.experiment
@@ -115,17 +147,97 @@ class AimRunWriter:
             for tag in spec.tags:
                 if tag not in existing_tags:
                     run.add_tag(tag)
-            for series in data.series:
-                if not len(series):
-                    continue
-                if series.kind == METRIC:
-                    _write_metric(run, series)
-                else:
-                    _write_objects(run, series)
-                written[series.kind] = written.get(series.kind, 0) + len(series)
+            return _write_series(run, data.series)
         finally:
             _close_run(run, end_time=spec.end_time)
-        return written
+
+    def _open_aim_run(self, run_hash: str, creation_time: Optional[float]) -> BasicRun:
+        if self.repo.run_exists(run_hash):
+            return BasicRun(run_hash, repo=self.repo)
+        # the run's props (and so its creation time in the UI) are created before the run itself
+        self.repo.request_props(run_hash, False, created_at=_utc(creation_time))
+        _chosen_hash.value = run_hash
+        try:
+            return BasicRun(repo=self.repo)
+        finally:
+            _chosen_hash.value = None
+
+
+def _write_series(run, series_list: List[Series]) -> Dict[str, int]:
+    written: Dict[str, int] = {}
+    for series in series_list:
+        if not len(series):
+            continue
+        if series.kind == METRIC:
+            _write_metric(run, series)
+        else:
+            _write_objects(run, series)
+        written[series.kind] = written.get(series.kind, 0) + len(series)
+    return written
+
+
+class _LocalRun:
+    """What ``BasicRun`` opens to write a run in a local repo, and no more: the run lock, the run's
+    ``meta`` and ``seqs`` RocksDB containers, and the trees over them, under the attribute names Aim's
+    ``RunTracker`` (used for object sequences) reads. The trees it leaves are the ones ``BasicRun``
+    leaves (checked in tests/test_bulk_write.py); its SQLite props are left to ``index_runs``."""
+
+    read_only = False
+
+    def __init__(self, repo: Repo, run_hash: str):
+        self.hash = run_hash
+        self.repo = repo
+        self._lock = repo.request_run_lock(run_hash)
+        self._lock.lock()
+        self._containers: List[RocksContainer] = []
+        try:
+            # opened directly, not through repo.request_container: its pool would hand a closed container
+            # back to a later write of the same run in this process
+            meta = self._open('meta').tree().subtree('meta')
+            seqs = self._open('seqs').tree().subtree('seqs')
+        except BaseException:
+            self._release()
+            raise
+        self.meta_tree = meta
+        self.meta_run_tree = meta.subtree('chunks').subtree(run_hash)
+        self.meta_attrs_tree = meta.subtree('attrs')
+        self.meta_run_attrs_tree = self.meta_run_tree.subtree('attrs')
+        self.series_run_trees = {1: seqs.subtree(('chunks', run_hash)), 2: seqs.subtree(('v2', 'chunks', run_hash))}
+        try:  # as BasicRun.__init__: a run without attributes still has an (empty) attrs tree
+            self.meta_run_attrs_tree.first_key()
+        except (KeyError, StopIteration):
+            self[...] = {}
+        self._tracker_instance: Optional[RunTracker] = None
+
+    def _open(self, name: str) -> RocksContainer:
+        container = RocksContainer(os.path.join(self.repo.path, name, 'chunks', self.hash), read_only=False)
+        self._containers.append(container)
+        return container
+
+    def __setitem__(self, key, value) -> None:
+        self.meta_run_attrs_tree[key] = value
+        self.meta_attrs_tree[key] = value
+
+    @property
+    def _tracker(self) -> RunTracker:
+        if self._tracker_instance is None:
+            self._tracker_instance = RunTracker(self)
+        return self._tracker_instance
+
+    def close(self, end_time: Optional[float]) -> None:
+        """Stamp the end time (the source's, else now, as Aim does) and flush and close the containers."""
+        try:
+            if end_time is None:
+                end_time = datetime.datetime.now(pytz.utc).timestamp()
+            self.meta_run_tree['end_time'] = end_time
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for container in self._containers:
+            container.close()
+        self._containers = []
+        self._lock.release()
 
 
 def _context_ids(run: BasicRun, context: Dict[str, Any]) -> int:
@@ -276,14 +388,18 @@ def _close_run(run: BasicRun, end_time: Optional[float]) -> None:
     run.close()
 
 
-def index_runs(repo_uri: str, run_hashes: Iterable[str]) -> int:
+def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = ()) -> int:
     """Make written runs visible to ``Repo.iter_runs``/queries at once (what ``aim storage reindex``
-    does). Call once, from one process: the index is a single-writer store. On ``aim://`` the same calls
-    run in the server (``aim server`` keeps no index manager, so remote runs would stay unlisted)."""
+    does), after writing their deferred SQLite ``props`` in one transaction. Call once, from one
+    process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
+    the server (``aim server`` keeps no index manager, so remote runs would stay unlisted)."""
     hashes = sorted(set(run_hashes))
+    repo = open_repo(repo_uri, create=False)
+    props = sorted(props, key=lambda p: p.hash)
+    if props:
+        _write_props(repo, props)
     if not hashes:
         return 0
-    repo = open_repo(repo_uri, create=False)
     # What aim.sdk.index_manager.RepoIndexManager.index does, without its file watchers (their threads
     # keep Aim's at-exit cleanup waiting).
     index = repo._get_index_tree('meta', 0).view(())
@@ -291,3 +407,27 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str]) -> int:
         repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
             .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
     return len(hashes)
+
+
+def _write_props(repo: Repo, props: List[RunProps]) -> None:
+    """Every run's SQLite row (what ``aim.Run`` commits five times per run), in one transaction. The
+    creation time is set only when the row is created, as Aim does; everything else is the source's."""
+    db = repo.structured_db
+    with db:
+        for p in props:
+            row = db.find_run(p.hash)
+            if not row:
+                row = db.create_run(p.hash, created_at=_utc(p.created_at))
+            if row.name != p.name:
+                row.name = p.name
+            if row.experiment != p.experiment:
+                row.experiment = p.experiment
+            if p.description is not None and row.description != p.description:
+                row.description = p.description
+            finalized_at = _utc(p.finalized_at) or datetime.datetime.utcnow()
+            if row.finalized_at != finalized_at:
+                row.finalized_at = finalized_at
+            existing = set(row.tags)
+            for tag in p.tags:
+                if tag not in existing:
+                    row.add_tag(tag)

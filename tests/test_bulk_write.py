@@ -28,9 +28,9 @@ def _bulk_write(repo_path: str, identity: str, source: Source) -> str:
     open_repo(repo_path)
     data = RunData(RunSpec(identity=identity, name=identity, experiment='bulk'),
                    [_series(name, ctx, points) for (name, ctx), points in sorted(source.items())])
-    AimRunWriter(repo_path).write(data)
-    index_runs(repo_path, [run_hash_for(identity)])
-    return run_hash_for(identity)
+    written = AimRunWriter(repo_path).write(data)
+    index_runs(repo_path, [written.hash], [written.props])
+    return written.hash
 
 
 def _per_point_write(repo_path: str, source: Source) -> str:
@@ -191,3 +191,64 @@ def test_inline_scalar_decode_equals_the_decoder(tmp_path, writer):
             for kind, tag, value in decoder.decode(event):
                 want.setdefault(tag, []).append((event.step, event.wall_time, value, record.offset))
     assert got == want and sorted(got) == ['acc/top1', 'loss'] and len(got['loss']) == 300
+
+
+def _container_items(repo_path: str, name: str, run_hash: str) -> Dict[bytes, bytes]:
+    from aim.storage.rockscontainer import RocksContainer
+    from aim.storage.utils import BLOB
+    import os
+    aim_dir = open_repo(repo_path, create=False).path  # the repo's .aim directory
+    container = RocksContainer(os.path.join(aim_dir, name, 'chunks', run_hash), read_only=True)
+    try:
+        return {k: (bytes(v.load()) if isinstance(v, BLOB) else v) for k, v in container.items()}
+    finally:
+        container.close()
+
+
+def _rich_run(identity: str) -> RunData:
+    """Metrics, text and distribution sequences, attributes, tags and a description: all a run holds."""
+    series = [_series(name, ctx, points) for (name, ctx), points in sorted(SOURCE.items())]
+    text = Series('text', 'notes', {'subset': 'train'})
+    for step in range(3):
+        text.append(step, 1_700_000_000.0 + step, f'step {step} text', step)
+    dist = Series('distribution', 'weights', {})
+    for step in range(2):
+        dist.append(step, 1_700_000_500.0 + step, {'edges': [0.0, 0.5, 2.0, 3.0], 'counts': [1.0, step, 4.0]}, step)
+    spec = RunSpec(identity=identity, name='run with everything', experiment='fast-path',
+                   attributes={'hparams': {'lr': 0.01, 'layers': [64, 32]}, 'source': 'x'},
+                   description='a description', tags=['alpha', 'beta=1'],
+                   creation_time=1_699_999_999.5, end_time=1_700_003_000.25)
+    return RunData(spec, series + [text, dist])
+
+
+def test_local_fast_path_leaves_the_tree_aim_run_leaves(tmp_path):
+    """``_LocalRun`` (local repos) skips ``aim.Run``; the RocksDB keys and values it leaves, and the
+    props the SDK shows after ``index_runs``, must be those of the ``aim.Run`` path (used for remote
+    repos), byte for byte, including a re-write of the same run."""
+    fast_repo, aim_run_repo = str(tmp_path / 'fast'), str(tmp_path / 'aim_run')
+    data = _rich_run('run-everything')
+    for repo_path, write in ((fast_repo, lambda w: w.write(data)),
+                             (aim_run_repo, lambda w: w._write_with_aim_run(run_hash_for(data.spec.identity), data))):
+        open_repo(repo_path)
+        for _ in range(2):  # a re-run rewrites the same run
+            result = write(AimRunWriter(repo_path))
+            props = [result.props] if hasattr(result, 'props') and result.props else []
+            index_runs(repo_path, [run_hash_for(data.spec.identity)], props)
+    run_hash = run_hash_for(data.spec.identity)
+    for name in ('meta', 'seqs'):
+        fast, slow = _container_items(fast_repo, name, run_hash), _container_items(aim_run_repo, name, run_hash)
+        assert sorted(fast) == sorted(slow), name
+        differing = [k for k in fast if fast[k] != slow[k]]
+        assert not differing, (name, [(k, fast[k], slow[k]) for k in differing[:3]])
+    views = []
+    for repo_path in (fast_repo, aim_run_repo):
+        run = Run(run_hash, repo=open_repo(repo_path, create=False), read_only=True)
+        views.append({'name': run.name, 'experiment': run.experiment, 'description': run.description,
+                      'tags': sorted(run.props.tags), 'created': run.creation_time, 'ended': run.end_time,
+                      'active': run.active, 'params': run[...],
+                      'texts': [t.data for t in run.get_text_sequence('notes', Context({'subset': 'train'})).data.values_list()[0]]})
+    assert views[0] == views[1]
+    assert views[0]['tags'] == ['alpha', 'beta=1'] and views[0]['name'] == 'run with everything'
+    assert abs(views[0]['created'] - 1_699_999_999.5) < 1e-3 and views[0]['ended'] == 1_700_003_000.25
+    assert views[0]['active'] is False
+    assert views[0]['texts'] == ['step 0 text', 'step 1 text', 'step 2 text']

@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from connectors.aim_sink import AimRunWriter, index_runs, run_hash_for
+from connectors.aim_sink import AimRunWriter, index_runs
 from transforms.series import RunData, Skip
 
 __all__ = ['WriteRunsFn', 'IndexRunsFn', 'NAMESPACE']
@@ -38,7 +38,8 @@ class WriteRunsFn(beam.DoFn):
             yield TaggedOutput(SKIPPED, skip)
         points = sum(len(s) for s in data.series) + sum(data.attribute_points.values())
         try:
-            written = self._writer.write(data)
+            result = self._writer.write(data)
+            written = dict(result.points)
             for kind, count in data.attribute_points.items():  # written as run attributes
                 written[kind] = written.get(kind, 0) + count
         except Exception as error:  # one bad run must not stop the others; it is reported
@@ -54,15 +55,17 @@ class WriteRunsFn(beam.DoFn):
             Metrics.counter(NAMESPACE, f'points_written:{kind}').inc(count)
         if self.progress is not None:
             self.progress.record('runs', 1, sum(written.values()))
-        yield {'name': data.spec.name, 'hash': run_hash_for(data.spec.identity), 'points': written,
+        yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
                'contexts': sorted({str(s.context) for s in data.series})}
 
 
 class IndexRunsFn(beam.DoFn):
-    """All run results (one list) → the repo index updated once, from one worker."""
+    """All run results (one list) → their SQLite props written and the repo index updated, once, from
+    one worker."""
 
     def __init__(self, repo: str):
         self.repo = repo
 
     def process(self, results: List[Dict[str, Any]]):
-        yield index_runs(self.repo, [r['hash'] for r in results])
+        yield index_runs(self.repo, [r['hash'] for r in results],
+                         [r['props'] for r in results if r['props'] is not None])
