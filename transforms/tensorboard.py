@@ -2,14 +2,18 @@
 
 ``ConvertTensorBoard`` chains them::
 
-    listing ─ClassifyEventFiles─▶ file assignments ─Reshuffle─▶ ReadEventFiles ─▶ (run, chunk)
-            ─GroupByKey─▶ WriteRuns ─▶ run results;   every step's dead letters ─▶ ``skipped``
+    listing ─ClassifyEventFiles─▶ (run, file assignment) ─GroupByKey─▶ (run, its files)
+            ─ReadRuns─▶ RunData ─WriteRuns─▶ run results;   every step's dead letters ─▶ ``skipped``
+
+Only file paths go through the shuffle: a run's files are read, merged and written by one worker, in
+one fused step, so a worker holds one run's points at a time (memory does not grow with the number of
+runs) and decoded points are never pickled between stages. Runs are the unit of parallelism.
 """
 from __future__ import annotations
 
 import collections
 import posixpath
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -21,14 +25,15 @@ from transforms.events import read_event_stream
 from transforms.runs import WriteRunsFn, NAMESPACE
 from transforms.series import RunData, RunSpec, Series, Skip, merge_series
 
-__all__ = ['ClassifyEventFiles', 'ReadEventFileFn', 'ConvertTensorBoard', 'tensorboard_run_data', 'SKIPPED']
+__all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
+           'SKIPPED']
 
 SKIPPED = 'skipped'
 
 
 class ClassifyEventFiles(beam.DoFn):
-    """A listing (all relative event-file paths) → one assignment per file that belongs to a run;
-    unorganized files go to the ``skipped`` output."""
+    """A listing (all relative event-file paths) → (run, assignment) for each file that belongs to a
+    run; unorganized files go to the ``skipped`` output."""
 
     def __init__(self, source: EventFileSource, flat: bool):
         self.source = source
@@ -39,14 +44,47 @@ class ClassifyEventFiles(beam.DoFn):
         for path in plan.ignored:
             yield TaggedOutput(SKIPPED, Skip(self.source.url(path), 'unorganized event file (not in a run '
                                              'directory)', 'file'))
-        yield from plan.assignments()
+        for assignment in plan.assignments():
+            yield assignment.run, assignment
 
 
-class ReadEventFileFn(beam.DoFn):
-    """One event file → (run, chunk of Series) elements, and dead letters for what could not be read."""
+def read_event_file(source: EventFileSource, assignment: EventFileAssignment, chunk_points: int,
+                    stats: collections.Counter) -> Iterator[Union[List[Series], Skip]]:
+    """One event file → chunks of Series and dead letters (Skip) for what could not be read. Adds what it
+    read and skipped to ``stats`` (``files_read``/``files_skipped``, records, points by kind)."""
+    url = source.url(assignment.path)
+    context = {'entry': assignment.context} if assignment.context is not None else {}
+    file_stats: collections.Counter = collections.Counter()
+    try:
+        stream = source.open(assignment.path)
+    except FileNotFoundError:
+        stats['files_skipped'] += 1
+        yield Skip(url, 'file vanished between listing and reading', 'file')
+        return
+    except OSError as error:
+        stats['files_skipped'] += 1
+        yield Skip(url, f'file cannot be opened: {error}', 'file')
+        return
+    try:
+        with stream:
+            yield from read_event_stream(stream, url, context, chunk_points, file_stats)
+    except OSError as error:
+        yield Skip(url, f'file read failed part-way: {error}', 'file')
+    if file_stats['records_read'] == 0 and not any(k.startswith('records_skipped') for k in file_stats):
+        stats['files_skipped'] += 1
+        yield Skip(url, 'empty event file', 'file')
+    else:
+        stats['files_read'] += 1
+    stats.update(file_stats)
 
-    def __init__(self, source: EventFileSource, chunk_points: int = 100_000, progress=None):
+
+class ReadRunFn(beam.DoFn):
+    """(run, its file assignments) → (RunData, dead letters of the merge) for the writer, and dead
+    letters for what could not be read. A run none of whose files held a record is not written."""
+
+    def __init__(self, source: EventFileSource, experiment: str, chunk_points: int = 100_000, progress=None):
         self.source = source
+        self.experiment = experiment
         self.chunk_points = chunk_points
         self.progress = progress
         self.files_read = Metrics.counter(NAMESPACE, 'files_read')
@@ -56,36 +94,25 @@ class ReadEventFileFn(beam.DoFn):
         self.points_read = Metrics.counter(NAMESPACE, 'points_read')
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
 
-    def process(self, assignment: EventFileAssignment):
-        url = self.source.url(assignment.path)
-        context = {'entry': assignment.context} if assignment.context is not None else {}
-        stats: collections.Counter = collections.Counter()
-        try:
-            stream = self.source.open(assignment.path)
-        except FileNotFoundError:
-            self.files_skipped.inc()
-            yield TaggedOutput(SKIPPED, Skip(url, 'file vanished between listing and reading', 'file'))
-            return
-        except OSError as error:
-            self.files_skipped.inc()
-            yield TaggedOutput(SKIPPED, Skip(url, f'file cannot be opened: {error}', 'file'))
-            return
-        try:
-            with stream:
-                for item in read_event_stream(stream, url, context, self.chunk_points, stats):
-                    if isinstance(item, Skip):
-                        yield TaggedOutput(SKIPPED, item)
-                    else:
-                        yield assignment.run, item
-        except OSError as error:
-            yield TaggedOutput(SKIPPED, Skip(url, f'file read failed part-way: {error}', 'file'))
-        if stats['records_read'] == 0 and not any(k.startswith('records_skipped') for k in stats):
-            self.files_skipped.inc()
-            yield TaggedOutput(SKIPPED, Skip(url, 'empty event file', 'file'))
-        else:
-            self.files_read.inc()
-        if self.progress is not None:
-            self.progress.record('files')
+    def process(self, element: Tuple[str, Iterable[EventFileAssignment]]):
+        run, assignments = element
+        chunks: List[List[Series]] = []
+        for assignment in sorted(assignments, key=lambda a: a.path):
+            stats: collections.Counter = collections.Counter()
+            for item in read_event_file(self.source, assignment, self.chunk_points, stats):
+                if isinstance(item, Skip):
+                    yield TaggedOutput(SKIPPED, item)
+                else:
+                    chunks.append(item)
+            self._count(stats)
+            if self.progress is not None:
+                self.progress.record('files')
+        if chunks:
+            yield tensorboard_run_data(self.source, self.experiment, run, chunks)
+
+    def _count(self, stats: collections.Counter) -> None:
+        self.files_read.inc(stats['files_read'])
+        self.files_skipped.inc(stats['files_skipped'])
         self.records_read.inc(stats['records_read'])
         self.records_skipped.inc(sum(v for k, v in stats.items() if k.startswith('records_skipped')))
         self.points_read.inc(sum(v for k, v in stats.items() if k.startswith('points_read'))
@@ -146,14 +173,11 @@ class ConvertTensorBoard(beam.PTransform):
         classified = listing | 'ClassifyEventFiles' >> beam.ParDo(
             ClassifyEventFiles(self.source, self.flat)).with_outputs(SKIPPED, main='files')
         read = (classified.files
-                | 'SpreadFiles' >> beam.Reshuffle()
-                | 'ReadEventFiles' >> beam.ParDo(ReadEventFileFn(self.source, self.chunk_points, self.progress))
-                .with_outputs(SKIPPED, main='chunks'))
-        source, experiment = self.source, self.experiment
-        written = (read.chunks
-                   | 'GroupByRun' >> beam.GroupByKey()
-                   | 'BuildRuns' >> beam.Map(lambda kv: tensorboard_run_data(source, experiment, kv[0], kv[1]))
-                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED, main='written'))
+                | 'GroupFilesByRun' >> beam.GroupByKey()
+                | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress))
+                .with_outputs(SKIPPED, main='runs'))
+        written = read.runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
+            SKIPPED, main='written')
         skipped = ((classified[SKIPPED], read[SKIPPED], written[SKIPPED])
                    | 'FlattenSkipped' >> beam.Flatten())
         return {'written': written.written, 'skipped': skipped}
