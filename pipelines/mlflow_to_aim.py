@@ -1,7 +1,7 @@
 """MLflow tracking store → Aim repo, as a Beam batch pipeline.
 
     python -m pipelines.mlflow_to_aim --tracking-uri URI [--experiment ID_OR_NAME ...] --repo AIM_REPO
-        [--dry-run] [--skipped PATH] [--strict] [any Beam flag...]
+        [--dry-run] [--skipped PATH] [--strict] [--report PATH] [any Beam flag...]
 
 URI: a local ``mlruns`` path or ``file://`` URL, a SQL store (``sqlite:///…``, ``postgresql://…``) or a
 tracking server (``http(s)://…``); ``MLFLOW_TRACKING_URI`` when the flag is absent. Runs and experiments
@@ -11,6 +11,7 @@ element. Flags this module does not know go to Beam untouched.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -19,12 +20,13 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
-from connectors.mlflow_source import ExperimentRef, MlflowSource, select_experiments
-from pipelines.common import (UsageError, check_repo_writable, finish_outputs, default_skipped_path, fail_usage,
-                              pipeline_options, read_counters)
-from transforms.mlflow import ConvertMlflow
+from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
+from pipelines.common import (UsageError, check_repo_writable, finish, finish_outputs, default_skipped_path,
+                              fail_usage, pipeline_options, read_counters)
+from pipelines.report import CountContextsFn, print_tree
+from transforms.mlflow import SYSTEM_TAG_PREFIX, ConvertMlflow
 
-__all__ = ['parse', 'plan_source', 'build', 'run', 'print_plan', 'print_report']
+__all__ = ['make_parser', 'parse', 'plan_source', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
 
 PROG = 'mlflow_to_aim'
 log = logging.getLogger(PROG)
@@ -32,7 +34,8 @@ log = logging.getLogger(PROG)
 Plan = List[Tuple[ExperimentRef, List[str]]]  # each chosen experiment and its run ids
 
 
-def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line's flags (also read by the Flex Template's tests to match metadata.json)."""
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
     parser.add_argument('--tracking-uri', '--tracking_uri', dest='tracking_uri',
                         help='MLflow tracking URI (default: $MLFLOW_TRACKING_URI)')
@@ -40,12 +43,17 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
                         help='an experiment id or name to convert (repeatable; default: all experiments)')
     parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
-                        help='print the experiments and runs that would be converted; write nothing')
+                        help='print the experiments and runs that would be converted, as a tree; write nothing')
     parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
+    parser.add_argument('--report', help='also write the final report as JSON to this path')
     parser.add_argument('--page-size', '--page_size', dest='page_size', type=int, default=1000,
                         help=argparse.SUPPRESS)
-    known, pipeline_args = parser.parse_known_args(argv)
+    return parser
+
+
+def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    known, pipeline_args = make_parser().parse_known_args(argv)
     if known.tracking_uri is None:
         known.tracking_uri = os.environ.get('MLFLOW_TRACKING_URI')
     if not (known.tracking_uri or '').strip():
@@ -82,36 +90,112 @@ def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan
     converted = (p
                  | 'ListRuns' >> beam.Create(run_ids, reshuffle=False)
                  | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names))
+    converted['written'] | 'CountContexts' >> beam.ParDo(CountContextsFn())
     finish_outputs(converted, args.repo, args.skipped)
 
 
-def print_plan(source: MlflowSource, plan: Plan, out=None) -> None:
+# ------------------------------------------------------------------------------------------------ dry run
+
+@dataclasses.dataclass
+class RunSummary:
+    """What the dry run shows of one MLflow run, from its listing and its artifact listing (nothing is
+    downloaded)."""
+    run_id: str
+    name: str
+    status: str
+    metrics: int
+    params: int
+    tags: Dict[str, str]
+    artifacts: Dict[str, int]  # Aim kind (image, text, audio) -> artifacts that become one
+    skipped_artifacts: List[Tuple[str, str]]  # (path, why)
+
+    @property
+    def artifact_count(self) -> int:
+        return sum(self.artifacts.values()) + len(self.skipped_artifacts)
+
+
+def describe_runs(source: MlflowSource, plan: Plan) -> Dict[str, RunSummary]:
+    """Per planned run: its counts of metrics, params, user tags and artifacts by what they become.
+    One ``search_runs`` page per 1000 runs, and one artifact listing per run."""
+    wanted = {run_id for _, ids in plan for run_id in ids}
+    summaries: Dict[str, RunSummary] = {}
+    for experiment, _ in plan:
+        token = None
+        while True:
+            page = source.client.search_runs([experiment.experiment_id], max_results=source.page_size,
+                                             page_token=token)
+            for found in page:
+                info, data = found.info, found.data
+                if info.run_id not in wanted:
+                    continue
+                kinds: Dict[str, int] = {}
+                skipped = []
+                for path, size in source.list_artifacts(info.run_id):
+                    kind = artifact_kind(path)
+                    if kind is None:
+                        skipped.append((path, 'no Aim object for this file type'))
+                    elif size is not None and size > source.max_artifact_bytes:
+                        skipped.append((path, f'larger than {source.max_artifact_bytes:,} bytes'))
+                    else:
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                summaries[info.run_id] = RunSummary(
+                    run_id=info.run_id, name=info.run_name or info.run_id, status=info.status,
+                    metrics=len(data.metrics), params=len(data.params),
+                    tags={k: v for k, v in data.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
+                    artifacts=kinds, skipped_artifacts=skipped)
+            token = page.token
+            if not token:
+                break
+    return summaries
+
+
+def _plural(count: int, noun: str, plural: Optional[str] = None) -> str:
+    return f'{count:,} {noun if count == 1 else (plural or noun + "s")}'
+
+
+_KIND_ORDER = {'image': 0, 'text': 1, 'audio': 2}
+_KIND_NOUNS = {'image': ('image', 'images'), 'text': ('text', 'texts'), 'audio': ('audio clip', 'audio clips')}
+
+
+def _run_line(summary: RunSummary) -> str:
+    parts = [_plural(summary.metrics, 'metric'), _plural(summary.params, 'param'), _plural(len(summary.tags), 'tag')]
+    artifacts = _plural(summary.artifact_count, 'artifact')
+    if summary.artifact_count:
+        becomes = [_plural(count, *_KIND_NOUNS.get(kind, (kind, kind + 's')))
+                   for kind, count in sorted(summary.artifacts.items(), key=lambda kv: _KIND_ORDER.get(kv[0], 9))]
+        if summary.skipped_artifacts:
+            becomes.append(f'{len(summary.skipped_artifacts):,} skipped')
+        artifacts += f' ({", ".join(becomes)})'
+    parts.append(artifacts)
+    return f'run {summary.name!r} [{summary.status}, id {summary.run_id}]: {", ".join(parts)}'
+
+
+def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str, RunSummary], out=None) -> None:
+    """The dry run: experiments → runs (with their counts) → artifacts that will be skipped."""
     out = out or sys.stdout
-    print(f'Plan for {source.tracking_uri}: {len(plan)} experiment(s), {sum(len(r) for _, r in plan)} run(s)',
-          file=out)
+    listed = [summaries[r] for _, ids in plan for r in ids if r in summaries]
+    total = {
+        'metric': sum(s.metrics for s in listed), 'param': sum(s.params for s in listed),
+        'artifact': sum(s.artifact_count for s in listed),
+        'skipped': sum(len(s.skipped_artifacts) for s in listed),
+    }
+    title = (f'Plan for {source.tracking_uri} → Aim repo {repo} (dry run: nothing is written)\n'
+             f'{_plural(len(plan), "experiment")}, {_plural(sum(len(ids) for _, ids in plan), "run")}: '
+             f'{_plural(total["metric"], "metric")}, {_plural(total["param"], "param")}, '
+             f'{_plural(total["artifact"], "artifact")} ({total["skipped"]:,} to skip)')
+    nodes = []
     for experiment, run_ids in plan:
-        print(f'experiment {experiment.experiment_id} {experiment.name!r}: {len(run_ids)} run(s)', file=out)
+        run_nodes = []
         for run_id in run_ids:
-            print(f'  run {run_id}', file=out)
-
-
-def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_path: Optional[str],
-                 out=None) -> None:
-    out = out or sys.stdout
-    rows = [(label, counters.get(key, 0)) for label, key in (
-        ('runs read', 'runs_read'), ('runs skipped', 'runs_skipped'), ('runs written', 'runs_written'),
-        ('runs failed', 'runs_failed'), ('points read', 'points_read'), ('points written', 'points_written'),
-        ('points skipped', 'points_skipped'), ('artifacts read', 'artifacts_read'),
-        ('artifacts skipped', 'artifacts_skipped'))]
-    width = max(len(label) for label, _ in rows)
-    print('runferry report', file=out)
-    for label, value in rows:
-        print(f'  {label:<{width}}  {value:>12,}', file=out)
-    print(f'  {"elapsed":<{width}}  {elapsed:>11.1f}s', file=out)
-    if skipped_path:
-        print(f'  skipped items are listed in {skipped_path}', file=out)
-    if not repo.startswith('aim://'):
-        print(f'View the result: aim up --repo {repo}', file=out)
+            summary = summaries.get(run_id)
+            if summary is None:  # deleted between the two listings
+                run_nodes.append((f'run {run_id}: no longer listed', []))
+                continue
+            below = [(f'skip {path}: {why}', []) for path, why in summary.skipped_artifacts]
+            run_nodes.append((_run_line(summary), below))
+        nodes.append((f'experiment {experiment.name!r} [id {experiment.experiment_id}]: '
+                      f'{_plural(len(run_ids), "run")}', run_nodes))
+    print_tree(title, nodes, out)
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -124,7 +208,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     except UsageError as error:
         fail_usage(PROG, error)
     if args.dry_run:
-        print_plan(source, plan)
+        print_plan(source, plan, args.repo, describe_runs(source, plan))
         return 0
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(pipeline_args))
@@ -132,10 +216,9 @@ def run(argv: Optional[List[str]] = None) -> int:
     result = p.run()
     result.wait_until_finish()
     counters = read_counters(result)
-    print_report(counters, elapsed=time.time() - started, repo=args.repo, skipped_path=args.skipped)
-    skipped_any = any(counters.get(k, 0) for k in ('runs_skipped', 'runs_failed', 'points_skipped',
-                                                   'artifacts_skipped'))
-    return 1 if (args.strict and skipped_any) else 0
+    status = finish(counters, time.time() - started, args)
+    # runs that could not be read are not among the shared skip counters
+    return 1 if args.strict and counters.get('runs_skipped', 0) else status
 
 
 if __name__ == '__main__':

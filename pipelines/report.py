@@ -1,60 +1,250 @@
-"""What a person reads: the dry-run plan and the end-of-run report."""
+"""What a person reads: the dry-run plans (as trees) and the end-of-run report (as a table).
+
+The report is printed from the pipeline's counters (``transforms``' ``Metrics.counter``s, namespace
+``runferry``) and the dead-letter file, which holds one line per skipped item with its reason::
+
+    runferry report
+      runs written                5
+      runs failed                 0
+      contexts                    8
+      ...
+      points by kind           read       written       skipped
+        metric                   89            88             1
+      skipped by reason                                        count
+        truncated record at end of file                     1 record
+      elapsed                   2.1 s
+      throughput                 42 points/s
+    View the result: aim up --repo REPO
+
+Every count row is ``label`` (15 wide) and a right-aligned number (12 wide), so that scripts can grep
+``runs written\\s+N``. Per kind, ``skipped`` is ``read - written``: everything read of a kind is either
+written or listed in the dead letters.
+"""
 from __future__ import annotations
 
+import collections
+import json
+import re
 import sys
-from typing import Dict, Optional
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from transforms.classify import Plan
+from transforms.runs import NAMESPACE
 
-__all__ = ['print_plan', 'print_report']
+__all__ = ['print_plan', 'print_report', 'print_tree', 'skipped_by_reason', 'reason_label', 'CountContextsFn',
+           'LABEL_WIDTH', 'VALUE_WIDTH']
+
+LABEL_WIDTH = 15
+VALUE_WIDTH = 12
+REASON_WIDTH = 72
+OTHER_KIND = '(other)'
+
+Tree = Tuple[str, List['Tree']]  # (line, children)
+
+
+# ---------------------------------------------------------------------------------------------- trees
+
+def _branches(out) -> Tuple[str, str, str, str]:
+    """Box-drawing branches where the stream can encode them, ASCII otherwise."""
+    encoding = getattr(out, 'encoding', None) or 'utf-8'
+    try:
+        '├└│─'.encode(encoding)
+        return '├── ', '└── ', '│   ', '    '
+    except (UnicodeEncodeError, LookupError):
+        return '|-- ', '`-- ', '|   ', '    '
+
+
+def print_tree(title: str, children: Sequence[Tree], out=None) -> None:
+    """``title`` then each child as a branch of a tree, recursively."""
+    out = out or sys.stdout
+    tee, last, pipe, blank = _branches(out)
+    print(title, file=out)
+
+    def walk(nodes: Sequence[Tree], indent: str) -> None:
+        for position, (line, below) in enumerate(nodes):
+            final = position == len(nodes) - 1
+            print(f'{indent}{last if final else tee}{line}', file=out)
+            walk(below, indent + (blank if final else pipe))
+
+    walk(children, '')
+
+
+def _plural(count: int, noun: str) -> str:
+    return f'{count:,} {noun}{"" if count == 1 else "s"}'
 
 
 def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
-    out = out or sys.stdout
-    print(f'Plan for {source.logdir} (experiment {experiment!r}): {len(plan.runs)} run(s), '
-          f'{sum(len(f) for c in plan.runs.values() for f in c.values())} event file(s), '
-          f'{len(plan.ignored)} ignored', file=out)
-    for run, contexts in sorted(plan.runs.items()):
-        print(f'run {run}', file=out)
-        for context, files in sorted(contexts.items(), key=lambda kv: (kv[0] is not None, kv[0] or '')):
-            print(f'  context {context if context is not None else "(none)"}', file=out)
-            for path in files:
-                print(f'    {path}', file=out)
+    """tf_to_aim's dry run: runs → contexts → event files, then the ignored (unorganized) files."""
+    files = sum(len(f) for c in plan.runs.values() for f in c.values())
+    contexts = sum(len(c) for c in plan.runs.values())
+    title = (f'Plan for {source.logdir} → Aim experiment {experiment!r} (dry run: nothing is written)\n'
+             f'{_plural(len(plan.runs), "run")}, {_plural(contexts, "context")}, {_plural(files, "event file")}, '
+             f'{len(plan.ignored):,} ignored')
+    nodes: List[Tree] = []
+    for run, run_contexts in sorted(plan.runs.items()):
+        context_nodes = []
+        for context, paths in sorted(run_contexts.items(), key=lambda kv: (kv[0] is not None, kv[0] or '')):
+            label = f'context {context}' if context is not None else 'no context (files in the run directory)'
+            context_nodes.append((f'{label}: {_plural(len(paths), "file")}', [(path, []) for path in paths]))
+        nodes.append((f'run {run}', context_nodes))
     if plan.ignored:
-        print('ignored (unorganized event files):', file=out)
-        for path in plan.ignored:
-            print(f'  {path}', file=out)
+        nodes.append((f'ignored (unorganized event files, not in a run directory): {len(plan.ignored):,}',
+                      [(path, []) for path in plan.ignored]))
+    print_tree(title, nodes, out)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+_PARENTHESES = re.compile(r'\s*\([^)]*\)')
+# reasons that carry one item's error message after ': '
+_DETAILED_REASONS = ('run could not be written', 'run could not be read', 'file cannot be opened',
+                     'file read failed part-way', 'record is not an Event proto')
+
+
+def reason_label(reason: str) -> str:
+    """A dead letter's reason without what is particular to one item (parenthesized details, an error
+    message), so that like reasons group together: ``truncated record (35 of 42 bytes) at end of file``
+    → ``truncated record at end of file``, ``run could not be written: OSError: …`` → ``run could not be
+    written``."""
+    label = _PARENTHESES.sub('', reason).strip()
+    for prefix in _DETAILED_REASONS:
+        if label.startswith(prefix + ':'):
+            return prefix
+    return label
+
+
+def skipped_by_reason(path: Optional[str]) -> Optional[List[Tuple[str, str, int, int]]]:
+    """The dead-letter file grouped: ``[(reason label, kind, items, count)]``, most items first;
+    None when there is no file to read."""
+    if not path:
+        return None
+    import fsspec
+
+    groups: Dict[Tuple[str, str], List[int]] = collections.defaultdict(lambda: [0, 0])
+    try:
+        with fsspec.open(path, 'r') as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                letter = json.loads(line)
+                group = groups[(reason_label(letter.get('reason', '')), letter.get('kind', ''))]
+                group[0] += 1
+                group[1] += int(letter.get('count', 1))
+    except (OSError, ValueError):
+        return None
+    return sorted(((label, kind, items, count) for (label, kind), (items, count) in groups.items()),
+                  key=lambda g: (-g[3], g[0], g[1]))
+
+
+def _skip_amount(kind: str, items: int, count: int) -> str:
+    """``3 points``, ``1 record``, ``1 run (120 points)``: what one reason cost."""
+    if kind == 'point':
+        return _plural(count, 'point')
+    text = _plural(items, kind or 'item')
+    if count != items:
+        text += f' ({_plural(count, "point")})'
+    return text
+
+
+_KIND_ORDER = ('metric', 'image', 'distribution', 'text', 'audio')
+
+
+def _kinds(counters: Dict[str, int]) -> List[str]:
+    kinds = {name.split(':', 1)[1] for name in counters if name.startswith(('points_read:', 'points_written:'))}
+    return sorted(kinds, key=lambda k: (_KIND_ORDER.index(k) if k in _KIND_ORDER else len(_KIND_ORDER), k))
+
+
+def points_by_kind(counters: Dict[str, int]) -> List[Tuple[str, int, int, int]]:
+    """``[(kind, read, written, skipped)]``; points counted only in the totals (values of a plugin, or
+    artifacts, that have no Aim object) form the ``(other)`` row."""
+    rows = []
+    for kind in _kinds(counters):
+        read = counters.get(f'points_read:{kind}', 0)
+        written = counters.get(f'points_written:{kind}', 0)
+        rows.append((kind, read, written, read - written))
+    rest_read = counters.get('points_read', 0) - sum(r[1] for r in rows)
+    rest_written = counters.get('points_written', 0) - sum(r[2] for r in rows)
+    if rows and (rest_read or rest_written):
+        rows.append((OTHER_KIND, rest_read, rest_written, rest_read - rest_written))
+    return rows
+
+
+# (label, counter) rows; a section is printed when any of its counters is present
+_SECTIONS = (
+    (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped')),
+    (('runs written', 'runs_written'), ('runs failed', 'runs_failed'), ('contexts', 'contexts_written')),
+    (('files read', 'files_read'), ('files skipped', 'files_skipped'), ('files ignored', 'files_ignored')),
+    (('records read', 'records_read'), ('records skipped', 'records_skipped')),
+    (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
+    (('artifacts read', 'artifacts_read'), ('artifacts skipped', 'artifacts_skipped')),
+)
+_ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
+_NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends
+
+
+def _count_row(label: str, value: str) -> str:
+    return f'  {label}{value:>{_NUMBER_END - 2 - len(label)}}'
 
 
 def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_path: Optional[str],
                  out=None) -> None:
+    """The table a person reads at the end of a conversion (see the module's docstring)."""
     out = out or sys.stdout
-    written = counters.get('points_written', 0)
-    rows = [
-        ('runs written', counters.get('runs_written', 0)),
-        ('runs failed', counters.get('runs_failed', 0)),
-        ('files read', counters.get('files_read', 0)),
-        ('files skipped', counters.get('files_skipped', 0)),
-        ('files ignored', counters.get('files_ignored', 0)),
-        ('records read', counters.get('records_read', 0)),
-        ('records skipped', counters.get('records_skipped', 0)),
-        ('points read', counters.get('points_read', 0)),
-        ('points written', written),
-        ('points skipped', counters.get('points_skipped', 0)),
-    ]
-    width = max(len(name) for name, _ in rows)
-    print('runferry report', file=out)
-    for name, value in rows:
-        print(f'  {name:<{width}}  {value:>12,}', file=out)
-    kinds = sorted({name.split(':', 1)[1] for name in counters if name.startswith(('points_read:', 'points_written:'))})
+    v = VALUE_WIDTH
+
+    def say(line: str = '') -> None:
+        print(line, file=out)
+
+    say('runferry report')
+    for section in _SECTIONS:
+        if not any(key in counters or key in _ALWAYS for _, key in section):
+            continue
+        for label, key in section:
+            if key != 'contexts_written' or key in counters:  # only where the pipeline counts contexts
+                say(_count_row(label, f'{counters.get(key, 0):,}'))
+
+    kinds = points_by_kind(counters)
     if kinds:
-        print(f'  {"points by kind":<{width}}  {"read":>12}  {"written":>12}', file=out)
-        for kind in kinds:
-            print(f'  {"  " + kind:<{width}}  {counters.get("points_read:" + kind, 0):>12,}  '
-                  f'{counters.get("points_written:" + kind, 0):>12,}', file=out)
+        say()
+        say(_count_row('points by kind', 'read') + f'  {"written":>{v}}  {"skipped":>{v}}')
+        for kind, read, written, skipped in kinds:
+            say(_count_row('  ' + kind, f'{read:,}') + f'  {written:>{v},}  {skipped:>{v},}')
+
+    reasons = skipped_by_reason(skipped_path)
+    if reasons:
+        labels = [label if len(label) <= REASON_WIDTH else label[:REASON_WIDTH - 1] + '…'
+                  for label, _, _, _ in reasons]
+        width = max(max(len(label) for label in labels), LABEL_WIDTH)
+        amounts = [_skip_amount(kind, items, count) for _, kind, items, count in reasons]
+        amount_width = max(max(len(a) for a in amounts), v)
+        say()
+        say(f'  {"skipped by reason":<{width + 2}}  {"count":>{amount_width}}')
+        for label, amount in zip(labels, amounts):
+            say(f'    {label:<{width}}  {amount:>{amount_width}}')
+
+    written = counters.get('points_written', 0)
     rate = written / elapsed if elapsed > 0 else 0.0
-    print(f'  {"elapsed":<{width}}  {elapsed:>11.1f}s  ({rate:,.0f} points/s)', file=out)
-    if skipped_path:
-        print(f'  skipped items are listed in {skipped_path}', file=out)
+    say()
+    say(_count_row('elapsed', f'{elapsed:,.1f}') + ' s')
+    say(_count_row('throughput', f'{rate:,.0f}') + ' points/s (points written / elapsed)')
+    if reasons:
+        say(f'  every skipped item, with its reason, is listed in {skipped_path}')
+    elif reasons is not None:
+        say('  nothing was skipped')
     if not repo.startswith('aim://'):
-        print(f'View the result: aim up --repo {repo}', file=out)
+        say(f'View the result: aim up --repo {repo}')
+
+
+class CountContextsFn(beam.DoFn):
+    """Run results (``transforms.runs.WriteRunsFn``'s output, each with its ``contexts``) → the
+    ``contexts_written`` counter that the report prints."""
+
+    def __init__(self):
+        self.contexts_written = Metrics.counter(NAMESPACE, 'contexts_written')
+
+    def process(self, result):
+        self.contexts_written.inc(len(result.get('contexts', ())))
+        return iter(())

@@ -236,9 +236,11 @@ def test_dry_run_lists_and_writes_nothing(mlflow_server, tmp_path, capsys):
     assert convert('--tracking-uri', server.url, '--experiment', first, '--repo', str(repo), '--dry-run',
                    tmp_path=tmp_path) == 0
     out = capsys.readouterr().out
-    assert "'served': 3 run(s)" in out
-    assert all(f'run {k}' in out for k, v in expected.items() if v['experiment'] == 'served')
-    assert not repo.exists()
+    assert f"experiment 'served' [id {first}]: 3 runs" in out
+    served = [v for v in expected.values() if v['experiment'] == 'served']
+    assert all(f"run '{v['name']}' [{v['status']}, id {v['run_id']}]: " in out for v in served)
+    assert "experiment 'second'" not in out
+    assert not repo.exists() and not (tmp_path / 'skipped.jsonl').exists()
 
 
 # ----------------------------------------------------------------------------------------------- file store

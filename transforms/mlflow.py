@@ -138,8 +138,16 @@ class FetchMlflowRunFn(beam.DoFn):
         experiment = self.experiment_names.get(record.experiment_id, record.experiment_id)
         data, skips = mlflow_run_data(record, experiment)
         self.runs_read.inc()
-        self.points_read.inc(sum(len(h) for h in record.metrics.values()))
-        self.artifacts_read.inc(sum(1 for s in data.series if s.kind != METRIC))
+        # every point and artifact read is counted, so that read = written + skipped (each skip's count
+        # is a skipped point to WriteRunsFn); by kind where it has one
+        by_kind = {METRIC: sum(len(h) for h in record.metrics.values())}
+        for _, kind, _ in record.artifacts:
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        self.points_read.inc(sum(by_kind.values()) + len(record.skipped_artifacts))
+        for kind, count in by_kind.items():
+            if count:
+                Metrics.counter(NAMESPACE, f'points_read:{kind}').inc(count)
+        self.artifacts_read.inc(len(record.artifacts) + len(record.skipped_artifacts))  # = converted + skipped
         self.artifacts_skipped.inc(sum(1 for s in skips if s.kind == 'artifact'))
         yield data, skips
 
