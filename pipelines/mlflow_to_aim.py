@@ -24,7 +24,7 @@ from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind,
 from pipelines.common import (UsageError, check_repo_writable, finish, finish_outputs, default_skipped_path,
                               fail_usage, pipeline_options, read_counters)
 from pipelines.report import CountContextsFn, print_tree
-from transforms.mlflow import SYSTEM_TAG_PREFIX, ConvertMlflow
+from transforms.mlflow import ConvertMlflow, aim_tags, user_tags
 
 __all__ = ['make_parser', 'parse', 'plan_source', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
 
@@ -141,7 +141,7 @@ def describe_runs(source: MlflowSource, plan: Plan) -> Dict[str, RunSummary]:
                 summaries[info.run_id] = RunSummary(
                     run_id=info.run_id, name=info.run_name or info.run_id, status=info.status,
                     metrics=len(data.metrics), params=len(data.params),
-                    tags={k: v for k, v in data.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
+                    tags=user_tags(data.tags),
                     artifacts=kinds, skipped_artifacts=skipped)
             token = page.token
             if not token:
@@ -191,7 +191,10 @@ def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str,
             if summary is None:  # deleted between the two listings
                 run_nodes.append((f'run {run_id}: no longer listed', []))
                 continue
-            below = [(f'skip {path}: {why}', []) for path, why in summary.skipped_artifacts]
+            names, refused = aim_tags(summary.tags)
+            below = [(f'Aim tags: {", ".join(sorted(names))}', [])] if names else []
+            below += [(f'tag {key!r} stays an attribute only: {why}', []) for key, why in refused]
+            below += [(f'skip {path}: {why}', []) for path, why in summary.skipped_artifacts]
             run_nodes.append((_run_line(summary), below))
         nodes.append((f'experiment {experiment.name!r} [id {experiment.experiment_id}]: '
                       f'{_plural(len(run_ids), "run")}', run_nodes))
@@ -217,8 +220,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     result.wait_until_finish()
     counters = read_counters(result)
     status = finish(counters, time.time() - started, args)
-    # runs that could not be read are not among the shared skip counters
-    return 1 if args.strict and counters.get('runs_skipped', 0) else status
+    # runs that could not be read and tags that could not be Aim tags are not among the shared skip counters
+    return 1 if args.strict and (counters.get('runs_skipped', 0) or counters.get('tags_skipped', 0)) else status
 
 
 if __name__ == '__main__':

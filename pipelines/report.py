@@ -144,7 +144,7 @@ def _skip_amount(kind: str, items: int, count: int) -> str:
     if kind == 'point':
         return _plural(count, 'point')
     text = _plural(items, kind or 'item')
-    if count != items:
+    if count and count != items:  # count 0: nothing but the item itself was lost (e.g. a tag)
         text += f' ({_plural(count, "point")})'
     return text
 
@@ -180,6 +180,7 @@ _SECTIONS = (
     (('records read', 'records_read'), ('records skipped', 'records_skipped')),
     (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
     (('artifacts read', 'artifacts_read'), ('artifacts skipped', 'artifacts_skipped')),
+    (('tags read', 'tags_read'), ('tags skipped', 'tags_skipped')),
 )
 _ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
 _NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends

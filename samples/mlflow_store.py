@@ -1,13 +1,15 @@
 """MLflow stores filled through MLflow's own client, returning exactly what was logged.
 
-* ``log_rich_run``: params, user and system tags, a description, several metrics (one with a step
-  logged twice), terminated with an end time, and artifacts in nested directories: images, texts, a
-  WAV clip, and files Aim has no object for (a ``.bin``, an ``.svg`` that Pillow cannot read).
+* ``log_rich_run``: params, user and system tags (one with an empty value, one too long to be an Aim
+  tag name), a description, several metrics (one with a step logged twice), terminated with an end
+  time, and artifacts in nested directories: images, texts, a WAV clip, and files Aim has no object for
+  (a ``.bin``, an ``.svg`` that Pillow cannot read).
 * ``log_many_runs``: many small runs, two client calls each (``create_run`` + ``log_batch``).
 * ``log_long_metric``: one metric with a long history, logged 1000 points per ``log_batch``.
 
 Each returns ``{run_id: expected}`` where ``expected`` holds the run as Aim should show it: name, experiment,
-params, user tags, description, status, start/end time (ms), ``metrics`` ``{key: [(step, value, timestamp
+params, user tags, ``aim_tags`` (the Aim run tag names they must become: ``key=value``, or ``key`` for an
+empty value; none longer than Aim's 50 characters), description, status, start/end time (ms), ``metrics`` ``{key: [(step, value, timestamp
 ms)]}`` with one point a step (the later one wins), ``artifacts`` ``{path: (kind, bytes)}`` and
 ``skipped_artifacts`` (paths).
 """
@@ -23,9 +25,10 @@ import wave
 from typing import Any, Dict, Iterator, List, Tuple
 
 __all__ = ['log_rich_run', 'log_many_runs', 'log_long_metric', 'metric_value', 'rich_artifacts', 'scratch_dir',
-           'BATCH']
+           'BATCH', 'LONG_TAG_VALUE']
 
 BATCH = 1000  # MLflow's log_batch limit for metrics
+LONG_TAG_VALUE = 'baseline with cosine decay, 500 warm-up steps and label smoothing 0.1'
 START_MS = 1_700_000_000_000
 
 Expected = Dict[str, Dict[str, Any]]
@@ -48,12 +51,14 @@ def metric_value(key: str, step: int, salt: int = 0) -> float:
     return math.sin(step * 0.01 + len(key) + salt) * (1 + step) / 7.0
 
 
-def _expected(run, experiment: str, params, tags, description, metrics, artifacts=None, skipped=None):
+def _expected(run, experiment: str, params, tags, description, metrics, artifacts=None, skipped=None,
+              aim_tags=()):
     info = run.info
     return {
         'run_id': info.run_id, 'experiment_id': str(info.experiment_id), 'experiment': experiment,
         'name': info.run_name, 'status': info.status, 'start_time': info.start_time, 'end_time': info.end_time,
         'params': dict(params), 'tags': {k: v for k, v in tags.items() if not k.startswith('mlflow.')},
+        'aim_tags': sorted(aim_tags),
         'description': description, 'metrics': metrics, 'artifacts': artifacts or {},
         'skipped_artifacts': sorted(skipped or []),
     }
@@ -116,7 +121,9 @@ def log_rich_run(client, experiment_id: str, name: str, salt: int = 0, start_ms:
 
     experiment = client.get_experiment(experiment_id).name
     description = f'Run {name}: a **description** with unicode ✓ (salt {salt})'
-    tags = {'team': 'vision', 'stage': f's{salt}', 'mlflow.note.content': description, 'mlflow.user': 'tester'}
+    tags = {'team': 'vision', 'stage': f's{salt}', 'reviewed': '', 'summary': LONG_TAG_VALUE,
+            'mlflow.note.content': description, 'mlflow.user': 'tester'}
+    aim_tags = ['team=vision', f'stage=s{salt}', 'reviewed']  # 'summary=…' is too long for an Aim tag
     params = {'lr': str(0.001 * (salt + 1)), 'optimizer': 'adam', 'layers.hidden': '64', 'batch/size': '32'}
     run = client.create_run(experiment_id, start_time=start_ms, tags=tags, run_name=name)
     run_id = run.info.run_id
@@ -146,7 +153,7 @@ def log_rich_run(client, experiment_id: str, name: str, salt: int = 0, start_ms:
     artifacts = {p: (artifact_kind(p), d) for p, d in files.items() if artifact_kind(p) and not p.endswith('.svg')}
     skipped = [p for p in files if p not in artifacts]
     return {run_id: _expected(client.get_run(run_id), experiment, params, tags, description,
-                              {k: _dedupe(v) for k, v in metrics.items()}, artifacts, skipped)}
+                              {k: _dedupe(v) for k, v in metrics.items()}, artifacts, skipped, aim_tags)}
 
 
 def log_many_runs(client, experiment_id: str, count: int, start_ms: int = START_MS, prefix: str = 'run',
@@ -165,7 +172,8 @@ def log_many_runs(client, experiment_id: str, count: int, start_ms: int = START_
         client.log_batch(run.info.run_id, metrics=[Metric('loss', v, ts, s) for s, v, ts in points],
                          params=[Param(k, v) for k, v in params.items()],
                          tags=[RunTag(k, v) for k, v in tags.items()])
-        out[run.info.run_id] = _expected(run, experiment, params, tags, None, {'loss': points})
+        out[run.info.run_id] = _expected(run, experiment, params, tags, None, {'loss': points},
+                                         aim_tags=[f'shard={i % 4}'])
     return out
 
 

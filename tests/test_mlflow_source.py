@@ -10,7 +10,7 @@ import pytest
 from connectors.mlflow_source import (ExperimentRef, MlflowRunRecord, MlflowSource, artifact_kind,
                                       normalize_tracking_uri, select_experiments)
 from samples.mlflow_store import log_many_runs, log_rich_run, scratch_dir
-from transforms.mlflow import artifact_series, metric_series, mlflow_run_data, run_identity
+from transforms.mlflow import AIM_TAG_MAX_CHARS, aim_tags, artifact_series, metric_series, mlflow_run_data, run_identity
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -79,11 +79,39 @@ def test_mlflow_run_data_maps_a_run():
     assert spec.creation_time == 1_700_000_000.123 and spec.end_time == 1_700_000_100.456
     assert spec.attributes == {'mlflow_run_id': 'abc', 'mlflow_experiment_id': '7', 'mlflow_run_name': 'r1',
                                'mlflow_status': 'FINISHED', 'params': {'lr': '0.1'}, 'tags': {'team': 'a'}}
+    assert spec.tags == ['team=a']  # mlflow.* tags are MLflow's own, not the user's
     assert [(s.kind, s.name) for s in data.series] == [('metric', 'loss'), ('text', 'a.txt')]
     assert list(data.series[0].values) == [2.0]
     assert data.series[1].wall_times[0] == 1_700_000_100.456  # artifacts at the run's end
     assert sorted((s.kind, s.source, s.count) for s in skips) == [
         ('artifact', 'mlflow run abc/b.svg', 1), ('artifact', 'mlflow run abc/m.bin', 1), ('point', 'mlflow run abc', 1)]
+
+
+def test_aim_tags_follow_aim_tag_rules():
+    fifty = 'k=' + 'v' * (AIM_TAG_MAX_CHARS - 2)
+    names, refused = aim_tags({
+        'team': 'vision', 'reviewed': '', 'blank': '   ', 'a=b': 'c', 'a': 'b=c', 'ünï': 'cödé ✓', 'k': fifty[2:],
+        'long': 'x' * AIM_TAG_MAX_CHARS, 'lines': 'one\ntwo', 'tab': 'a\tb', 'pad': 'value ', ' lead': 'x'})
+    # key=value; the key alone for an empty (or blank) value; one tag for two spellings of the same name
+    assert names == ['a=b=c', 'blank', 'k=' + 'v' * 48, 'reviewed', 'team=vision', 'ünï=cödé ✓']
+    assert len(names[2]) == AIM_TAG_MAX_CHARS
+    assert dict(refused) == {
+        'long': f'tag longer than the {AIM_TAG_MAX_CHARS} characters Aim allows a tag name (55)',
+        'lines': 'tag holds a line break or control character, which an Aim tag name cannot show',
+        'tab': 'tag holds a line break or control character, which an Aim tag name cannot show',
+        'pad': 'tag starts or ends with whitespace, which Aim strips from tag names',
+        ' lead': 'tag starts or ends with whitespace, which Aim strips from tag names'}
+    assert aim_tags({}) == ([], [])
+
+
+def test_refused_tags_are_dead_letters_that_lose_no_point():
+    tags = {'team': 'a', 'summary': 'x' * 80, 'mlflow.note.content': 'hello'}
+    data, skips = mlflow_run_data(_record(tags=tags, artifacts=[], skipped_artifacts=[]), 'exp')
+    assert data.spec.tags == ['team=a']
+    assert data.spec.attributes['tags'] == {'summary': 'x' * 80, 'team': 'a'}  # every user tag kept here
+    tag_skips = [s for s in skips if s.kind == 'tag']
+    assert [(s.source, s.detail, s.count) for s in tag_skips] == [('mlflow run abc', 'summary', 0)]
+    assert tag_skips[0].reason.startswith('tag longer than the 50 characters')
 
 
 def test_mlflow_run_data_without_end_time_or_note():

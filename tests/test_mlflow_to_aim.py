@@ -81,6 +81,7 @@ def read_aim(repo_path):
             'name': run.name, 'experiment': run.experiment, 'description': run.description,
             'experiment_id': run.get('mlflow_experiment_id'), 'run_name': run.get('mlflow_run_name'),
             'status': run.get('mlflow_status'), 'params': run.get('params'), 'tags': run.get('tags'),
+            'aim_tags': sorted(run.props.tags),
             'creation_time': run.creation_time, 'end_time': run.end_time, 'metrics': metrics,
             'artifacts': artifacts,
         }
@@ -95,6 +96,7 @@ def assert_converted(repo_path, expected):
         assert (got['name'], got['run_name'], got['experiment'], got['experiment_id']) == \
             (want['name'], want['name'], want['experiment'], want['experiment_id']), run_id
         assert got['params'] == want['params'] and got['tags'] == want['tags'], run_id
+        assert got['aim_tags'] == want['aim_tags'], run_id
         assert (got['description'] or None) == want['description'], run_id
         assert got['status'] == want['status']
         assert abs(got['creation_time'] - want['start_time'] / 1000) < 1e-3
@@ -260,3 +262,56 @@ def test_file_store(tmp_path, monkeypatch):
     repo = str(tmp_path / 'aim')
     assert convert('--tracking-uri', str(store), '--repo', repo, '--strict', tmp_path=tmp_path) == 1  # skipped some
     assert_converted(repo, expected)
+
+
+# ----------------------------------------------------------------------------------------------- run tags
+
+@pytest.mark.slow
+def test_mlflow_tags_become_aim_run_tags_once(tmp_path, capsys):
+    """User tags become Aim run tags (``key=value``, ``key`` for an empty value) where Aim's tag rules
+    allow; the others are dead letters and stay in the ``tags`` attribute; a re-run adds no tag twice and
+    adds tags logged since."""
+    from aim import Repo
+    from aim.sdk.types import QueryReportMode
+    from mlflow import MlflowClient
+
+    from samples.mlflow_store import LONG_TAG_VALUE
+
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        experiment = client.create_experiment('tagged', artifact_location=f'file://{root}/artifacts')
+        first = client.create_run(experiment, run_name='first', tags={
+            'team': 'vision', 'reviewed': '', 'summary': LONG_TAG_VALUE, 'note': 'line one\nline two'}).info.run_id
+        second = client.create_run(experiment, run_name='second', tags={'team': 'vision', 'stage': 's2'}).info.run_id
+        repo = str(tmp_path / 'aim')
+        argv = ['--tracking-uri', uri, '--repo', repo, '--skipped', str(tmp_path / 'skipped.jsonl')]
+
+        def aim_tags():
+            runs = {run.get('mlflow_run_id'): run for run in Repo.from_path(repo).iter_runs()}
+            return {run_id: sorted(run.props.tags) for run_id, run in runs.items()}, runs
+
+        assert mlflow_to_aim.run(argv) == 0
+        tags, runs = aim_tags()
+        assert tags == {first: ['reviewed', 'team=vision'], second: ['stage=s2', 'team=vision']}
+        assert runs[first].get('tags') == {'team': 'vision', 'reviewed': '', 'summary': LONG_TAG_VALUE,
+                                           'note': 'line one\nline two'}
+        letters = sorted((s['detail'], s['kind'], s['count']) for s in skipped_lines(tmp_path / 'skipped.jsonl'))
+        assert letters == [('note', 'tag', 0), ('summary', 'tag', 0)]
+        report = capsys.readouterr().out
+        assert '  tags read                   6\n  tags skipped                2\n' in report
+        # Aim's query language sees them; one Aim tag is shared by both runs
+        query = Repo.from_path(repo).query_runs("'team=vision' in run.tags", report_mode=QueryReportMode.DISABLED)
+        assert sorted(r.run.get('mlflow_run_id') for r in query.iter_runs()) == sorted([first, second])
+        assert sorted(t.name for t in Repo.from_path(repo).structured_db.tags()) == \
+            ['reviewed', 'stage=s2', 'team=vision']
+
+        # a re-run adds nothing twice; a tag logged since is added; --strict counts refused tags
+        assert mlflow_to_aim.run(argv) == 0
+        assert aim_tags()[0] == tags
+        client.set_tag(second, 'checked', 'yes')
+        assert mlflow_to_aim.run(argv + ['--strict']) == 1
+        tags, _ = aim_tags()
+        assert tags == {first: ['reviewed', 'team=vision'], second: ['checked=yes', 'stage=s2', 'team=vision']}
+        assert sorted(t.name for t in Repo.from_path(repo).structured_db.tags()) == \
+            ['checked=yes', 'reviewed', 'stage=s2', 'team=vision']

@@ -373,14 +373,14 @@ def known_store():
     calls; returns the URI, the client, the experiment ids and what each run holds."""
     from mlflow import MlflowClient
 
-    from samples.mlflow_store import log_many_runs, log_rich_run, scratch_dir
+    from samples.mlflow_store import START_MS, log_many_runs, log_rich_run, scratch_dir
 
     with scratch_dir() as root:
         uri = f'sqlite:///{root}/mlflow.db'
         client = MlflowClient(uri)
         vision = client.create_experiment('vision', artifact_location=f'file://{root}/artifacts-vision')
         audio = client.create_experiment('audio', artifact_location=f'file://{root}/artifacts-audio')
-        expected = log_rich_run(client, vision, 'rich', salt=1, steps=10)
+        expected = log_rich_run(client, vision, 'rich', salt=1, steps=10, start_ms=START_MS - 60_000)  # 1st
         expected.update(log_many_runs(client, vision, 2, prefix='small'))
         expected.update(log_many_runs(client, audio, 1, prefix='clip'))
         yield uri, client, {'vision': vision, 'audio': audio}, expected
@@ -442,6 +442,10 @@ def test_mlflow_report_counts_what_the_store_holds(known_store, tmp_path):
     reasons = dict(report['reasons'])
     assert reasons.pop('duplicate step: superseded by a later point with the same step') == '1 point'
     assert reasons.pop('artifact type has no Aim object') == '1 artifact'  # model/weights.bin
+    assert reasons.pop('tag longer than the 50 characters Aim allows a tag name') == '1 tag'  # summary=…
+    user_tags = sum(len(want['tags']) for want in expected.values())
+    assert (counts['tags read'], counts['tags skipped']) == \
+        (user_tags, user_tags - sum(len(want['aim_tags']) for want in expected.values()))
     assert skipped_paths == sorted(['model/weights.bin', *(['icons/logo.svg'] if len(skipped_paths) > 1 else [])])
     if 'icons/logo.svg' in skipped_paths:
         assert reasons.pop('image format that Aim cannot store') == '1 artifact'
@@ -500,6 +504,10 @@ def test_mlflow_dry_run_prints_a_tree_and_writes_nothing(known_store, tmp_path):
                 line += (f' ({count["image"]} images, {count["text"]} texts, {count["audio"]} audio clip, '
                          f'{count[None]} skipped)')
             want_tree.append((1, line))
+            want_tree.append((2, f"Aim tags: {', '.join(want['aim_tags'])}"))
+            if 'summary' in want['tags']:
+                want_tree.append((2, "tag 'summary' stays an attribute only: tag longer than the 50 characters "
+                                     f"Aim allows a tag name ({len('summary=' + want['tags']['summary'])})"))
             want_tree += [(2, f'skip {path}: no Aim object for this file type')
                           for path, kind in sorted(run_files.items()) if kind is None]
     assert _tree_lines(text) == want_tree
@@ -516,7 +524,8 @@ def test_mlflow_dry_run_of_one_experiment(known_store, tmp_path):
     assert text.splitlines()[1] == '1 experiment, 1 run: 1 metric, 2 params, 0 artifacts (0 to skip)'
     assert _tree_lines(text) == [
         (0, f"experiment 'audio' [id {experiments['audio']}]: 1 run"),
-        (1, f"run '{run['name']}' [RUNNING, id {run['run_id']}]: 1 metric, 2 params, 1 tag, 0 artifacts")]
+        (1, f"run '{run['name']}' [RUNNING, id {run['run_id']}]: 1 metric, 2 params, 1 tag, 0 artifacts"),
+        (2, 'Aim tags: shard=0')]
 
 
 def test_tf_plan_is_a_tree():

@@ -22,16 +22,51 @@ from transforms.runs import NAMESPACE, WriteRunsFn
 from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
-           'run_identity', 'SKIPPED', 'NOTE_TAG']
+           'run_identity', 'aim_tags', 'user_tags', 'SKIPPED', 'NOTE_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
 SYSTEM_TAG_PREFIX = 'mlflow.'
+# Aim's rules for a tag name: its UI's tag form requires 1 to 50 characters, and its tag API strips
+# surrounding whitespace (aim/web/api/tags/views.py); in its SQLite store a name is unique, so one tag is
+# shared by every run that has it.
+AIM_TAG_MAX_CHARS = 50
 
 
 def run_identity(run_id: str) -> str:
     """The same MLflow run maps to one Aim run however it is reached (file store, database or server)."""
     return f'mlflow:{run_id}'
+
+
+def user_tags(tags: Dict[str, str]) -> Dict[str, str]:
+    """The tags a user set (MLflow's own ``mlflow.*`` tags left out), by key."""
+    return {k: v for k, v in sorted(tags.items()) if not k.startswith(SYSTEM_TAG_PREFIX)}
+
+
+def _tag_problem(name: str) -> Optional[str]:
+    if len(name) > AIM_TAG_MAX_CHARS:
+        return f'tag longer than the {AIM_TAG_MAX_CHARS} characters Aim allows a tag name ({len(name)})'
+    if any(ch < ' ' or ch == '\x7f' for ch in name):
+        return 'tag holds a line break or control character, which an Aim tag name cannot show'
+    if name != name.strip():
+        return 'tag starts or ends with whitespace, which Aim strips from tag names'
+    return None
+
+
+def aim_tags(tags: Dict[str, str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """User tags (``user_tags``) → Aim run tag names: ``key=value``, or ``key`` alone when the value is
+    empty; and ``(key, why)`` for each tag Aim cannot hold as a tag name (it stays in the run's ``tags``
+    attribute either way)."""
+    names: List[str] = []
+    refused: List[Tuple[str, str]] = []
+    for key, value in sorted(tags.items()):
+        name = f'{key}={value}' if value.strip() else key
+        problem = _tag_problem(name)
+        if problem:
+            refused.append((key, problem))
+        elif name not in names:  # 'a=b' with value 'c' and 'a' with value 'b=c' are one tag
+            names.append(name)
+    return names, refused
 
 
 def _seconds(millis: Optional[int]) -> Optional[float]:
@@ -75,7 +110,7 @@ def artifact_series(path: str, kind: str, data: bytes, wall_time: float) -> Seri
 
 def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, List[Skip]]:
     """One MLflow run as read → the Aim run to write, and dead letters (superseded points, artifacts
-    that have no Aim object)."""
+    that have no Aim object, tags that cannot be Aim tags)."""
     source = f'mlflow run {record.run_id}'
     skips: List[Skip] = []
     series: List[Series] = []
@@ -95,7 +130,10 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
         series.append(artifact_series(path, kind, data, artifact_time))
     for path, reason in record.skipped_artifacts:
         skips.append(Skip(f'{source}/{path}', reason, 'artifact'))
-    user_tags = {k: v for k, v in sorted(record.tags.items()) if not k.startswith(SYSTEM_TAG_PREFIX)}
+    tags = user_tags(record.tags)
+    tag_names, refused = aim_tags(tags)
+    for key, reason in refused:  # no point is lost (count 0): the tag stays in the 'tags' attribute
+        skips.append(Skip(source, reason, 'tag', count=0, detail=key))
     spec = RunSpec(
         identity=run_identity(record.run_id),
         name=record.run_name,
@@ -106,9 +144,10 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
             'mlflow_run_name': record.run_name,
             'mlflow_status': record.status,
             'params': dict(sorted(record.params.items())),
-            'tags': user_tags,
+            'tags': tags,
         },
         description=record.tags.get(NOTE_TAG),
+        tags=tag_names,
         creation_time=_seconds(record.start_time),
         end_time=_seconds(record.end_time),
     )
@@ -126,6 +165,8 @@ class FetchMlflowRunFn(beam.DoFn):
         self.points_read = Metrics.counter(NAMESPACE, 'points_read')
         self.artifacts_read = Metrics.counter(NAMESPACE, 'artifacts_read')
         self.artifacts_skipped = Metrics.counter(NAMESPACE, 'artifacts_skipped')
+        self.tags_read = Metrics.counter(NAMESPACE, 'tags_read')
+        self.tags_skipped = Metrics.counter(NAMESPACE, 'tags_skipped')
 
     def process(self, run_id: str):
         try:
@@ -149,6 +190,8 @@ class FetchMlflowRunFn(beam.DoFn):
                 Metrics.counter(NAMESPACE, f'points_read:{kind}').inc(count)
         self.artifacts_read.inc(len(record.artifacts) + len(record.skipped_artifacts))  # = converted + skipped
         self.artifacts_skipped.inc(sum(1 for s in skips if s.kind == 'artifact'))
+        self.tags_read.inc(len(data.spec.attributes['tags']))
+        self.tags_skipped.inc(sum(1 for s in skips if s.kind == 'tag'))
         yield data, skips
 
 
