@@ -410,24 +410,49 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
 
 
 def _write_props(repo: Repo, props: List[RunProps]) -> None:
-    """Every run's SQLite row (what ``aim.Run`` commits five times per run), in one transaction. The
+    """Every run's SQLite row (what ``aim.Run`` commits five times per run), in one transaction, through
+    Aim's own SQLAlchemy models: existing runs, experiments and tags are loaded in a few queries, not
+    one per run (Aim's property setters flush on every assignment: ~12 ms a run at 1,000 runs). The
     creation time is set only when the row is created, as Aim does; everything else is the source's."""
-    db = repo.structured_db
-    with db:
+    from aim.storage.structured.sql_engine.models import Experiment, Run, Tag
+    from sqlalchemy.orm import selectinload
+
+    session = repo.structured_db.get_session(autocommit=False)
+    try:
+        runs = _rows_by(session, Run, Run.hash, [p.hash for p in props], selectinload(Run.tags))
+        experiments = _rows_by(session, Experiment, Experiment.name, sorted({p.experiment for p in props}))
+        tags = _rows_by(session, Tag, Tag.name, sorted({t for p in props for t in p.tags}))
         for p in props:
-            row = db.find_run(p.hash)
-            if not row:
-                row = db.create_run(p.hash, created_at=_utc(p.created_at))
-            if row.name != p.name:
-                row.name = p.name
-            if row.experiment != p.experiment:
-                row.experiment = p.experiment
-            if p.description is not None and row.description != p.description:
+            row = runs.get(p.hash)
+            if row is None:
+                row = runs[p.hash] = Run(p.hash, created_at=_utc(p.created_at))
+                session.add(row)
+            row.name = p.name
+            if p.experiment not in experiments:
+                experiments[p.experiment] = Experiment(p.experiment)
+            row.experiment = experiments[p.experiment]
+            if p.description is not None:
                 row.description = p.description
-            finalized_at = _utc(p.finalized_at) or datetime.datetime.utcnow()
-            if row.finalized_at != finalized_at:
-                row.finalized_at = finalized_at
-            existing = set(row.tags)
-            for tag in p.tags:
-                if tag not in existing:
-                    row.add_tag(tag)
+            row.finalized_at = _utc(p.finalized_at) or datetime.datetime.utcnow()
+            present = {tag.name for tag in row.tags}
+            for name in p.tags:
+                if name not in present:
+                    if name not in tags:
+                        tags[name] = Tag(name)
+                    row.tags.append(tags[name])
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _rows_by(session, model, column, keys: List[str], *options) -> Dict[str, Any]:
+    """{key: row} for the rows whose ``column`` is in ``keys`` (queried in slices: SQLite caps the
+    number of bound parameters)."""
+    rows = {}
+    for start in range(0, len(keys), 500):
+        for row in session.query(model).options(*options).filter(column.in_(keys[start:start + 500])):
+            rows[getattr(row, column.key)] = row
+    return rows
