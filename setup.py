@@ -25,7 +25,10 @@ setup(
         'gcs': ['gcsfs==2026.10.0'],
         's3': ['s3fs==2026.9.0'],
         'samples': ['tensorboardX==2.6.5'],
+        # SVG artifacts → aim.Image: rasterized to PNG by resvg (a Rust wheel, no system library)
+        'svg': ['resvg-py==0.5.0'],
         'dev': [
+            'resvg-py==0.5.0',
             'tensorboardX==2.6.5',
             'pytest==9.2.0',
             'pytest-timeout==2.4.0',

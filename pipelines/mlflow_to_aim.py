@@ -24,7 +24,7 @@ from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind,
 from pipelines.common import (UsageError, check_repo_writable, finish, finish_outputs, default_skipped_path,
                               fail_usage, pipeline_options, read_counters)
 from pipelines.report import CountContextsFn, print_tree
-from transforms.mlflow import ConvertMlflow, aim_tags, user_tags
+from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
 __all__ = ['make_parser', 'parse', 'plan_source', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
 
@@ -118,6 +118,7 @@ def describe_runs(source: MlflowSource, plan: Plan) -> Dict[str, RunSummary]:
     """Per planned run: its counts of metrics, params, user tags and artifacts by what they become.
     One ``search_runs`` page per 1000 runs, and one artifact listing per run."""
     wanted = {run_id for _, ids in plan for run_id in ids}
+    svg = svg_supported()
     summaries: Dict[str, RunSummary] = {}
     for experiment, _ in plan:
         token = None
@@ -136,6 +137,8 @@ def describe_runs(source: MlflowSource, plan: Plan) -> Dict[str, RunSummary]:
                         skipped.append((path, 'no Aim object for this file type'))
                     elif size is not None and size > source.max_artifact_bytes:
                         skipped.append((path, f'larger than {source.max_artifact_bytes:,} bytes'))
+                    elif not svg and path.lower().endswith('.svg'):
+                        skipped.append((path, f'rendering an SVG needs {SVG_EXTRA}'))
                     else:
                         kinds[kind] = kinds.get(kind, 0) + 1
                 summaries[info.run_id] = RunSummary(

@@ -101,7 +101,7 @@ def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
 _PARENTHESES = re.compile(r'\s*\([^)]*\)')
 # reasons that carry one item's error message after ': '
 _DETAILED_REASONS = ('run could not be written', 'run could not be read', 'file cannot be opened',
-                     'file read failed part-way', 'record is not an Event proto')
+                     'file read failed part-way', 'record is not an Event proto', 'SVG that resvg cannot render')
 
 
 def reason_label(reason: str) -> str:

@@ -2,8 +2,8 @@
 
 * ``log_rich_run``: params, user and system tags (one with an empty value, one too long to be an Aim
   tag name), a description, several metrics (one with a step logged twice), terminated with an end
-  time, and artifacts in nested directories: images, texts, a WAV clip, and files Aim has no object for
-  (a ``.bin``, an ``.svg`` that Pillow cannot read).
+  time, and artifacts in nested directories: images (an SVG among them), texts, a WAV clip, and a file
+  Aim has no object for (a ``.bin``).
 * ``log_many_runs``: many small runs, two client calls each (``create_run`` + ``log_batch``).
 * ``log_long_metric``: one metric with a long history, logged 1000 points per ``log_batch``.
 
@@ -11,7 +11,8 @@ Each returns ``{run_id: expected}`` where ``expected`` holds the run as Aim shou
 params, user tags, ``aim_tags`` (the Aim run tag names they must become: ``key=value``, or ``key`` for an
 empty value; none longer than Aim's 50 characters), description, status, start/end time (ms), ``metrics`` ``{key: [(step, value, timestamp
 ms)]}`` with one point a step (the later one wins), ``artifacts`` ``{path: (kind, bytes)}`` and
-``skipped_artifacts`` (paths).
+``skipped_artifacts`` (paths). An SVG's expected bytes are the SVG itself: Aim holds its PNG rendering,
+which must be ``SVG_SIZE`` pixels with the colors ``SVG_PIXELS`` at those points (``svg_rendering_matches``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import wave
 from typing import Any, Dict, Iterator, List, Tuple
 
 __all__ = ['log_rich_run', 'log_many_runs', 'log_long_metric', 'metric_value', 'rich_artifacts', 'scratch_dir',
-           'BATCH', 'LONG_TAG_VALUE']
+           'BATCH', 'LONG_TAG_VALUE', 'SVG_LOGO', 'SVG_SIZE', 'SVG_PIXELS', 'svg_rendering_matches']
 
 BATCH = 1000  # MLflow's log_batch limit for metrics
 LONG_TAG_VALUE = 'baseline with cosine decay, 500 warm-up steps and label smoothing 0.1'
@@ -101,8 +102,32 @@ def _wav(seed: int, rate: int = 8000) -> bytes:
     return out.getvalue()
 
 
+# An SVG as plotting libraries write one (XML declaration, viewBox, shapes, a path): red left half, blue
+# right half, a green diagonal band; its own size is 24 x 16 pixels.
+SVG_LOGO = b'''<?xml version="1.0" encoding="utf-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="24px" height="16px" viewBox="0 0 48 32">
+  <rect x="0" y="0" width="24" height="32" fill="#ff0000"/>
+  <rect x="24" y="0" width="24" height="32" fill="rgb(0,0,255)"/>
+  <path d="M 20 0 L 28 0 L 28 32 L 20 32 Z" fill="#00ff00"/>
+</svg>
+'''
+SVG_SIZE = (24, 16)
+SVG_PIXELS = {(2, 8): (255, 0, 0, 255), (21, 8): (0, 0, 255, 255), (12, 8): (0, 255, 0, 255)}
+
+
+def svg_rendering_matches(png: bytes) -> bool:
+    """Whether ``png`` is a rendering of ``SVG_LOGO``: a PNG of its size with its colors."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        if image.format != 'PNG' or image.size != SVG_SIZE:
+            return False
+        rgba = image.convert('RGBA')
+        return all(rgba.getpixel(xy) == color for xy, color in SVG_PIXELS.items())
+
+
 def rich_artifacts(seed: int) -> Dict[str, bytes]:
-    """Artifact path → bytes: one of each kind, in nested directories, plus two Aim cannot take."""
+    """Artifact path → bytes: one of each kind (and an SVG), in nested directories, plus one Aim cannot take."""
     return {
         'images/chart.png': _png(seed),
         'images/nested/deeper/photo.jpg': _jpeg(seed),
@@ -111,7 +136,7 @@ def rich_artifacts(seed: int) -> Dict[str, bytes]:
         'data/table.csv': b'a,b\n1,2\n3,4\n',
         'sound/beep.wav': _wav(seed),
         'model/weights.bin': bytes(range(256)) * 4,
-        'icons/logo.svg': b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>',
+        'icons/logo.svg': SVG_LOGO,
     }
 
 
@@ -150,7 +175,7 @@ def log_rich_run(client, experiment_id: str, name: str, salt: int = 0, start_ms:
     client.set_terminated(run_id, 'FINISHED', end_time=end_ms)
     from connectors.mlflow_source import artifact_kind
 
-    artifacts = {p: (artifact_kind(p), d) for p, d in files.items() if artifact_kind(p) and not p.endswith('.svg')}
+    artifacts = {p: (artifact_kind(p), d) for p, d in files.items() if artifact_kind(p)}
     skipped = [p for p in files if p not in artifacts]
     return {run_id: _expected(client.get_run(run_id), experiment, params, tags, description,
                               {k: _dedupe(v) for k, v in metrics.items()}, artifacts, skipped, aim_tags)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 import tempfile
 
@@ -10,7 +11,8 @@ import pytest
 from connectors.mlflow_source import (ExperimentRef, MlflowRunRecord, MlflowSource, artifact_kind,
                                       normalize_tracking_uri, select_experiments)
 from samples.mlflow_store import log_many_runs, log_rich_run, scratch_dir
-from transforms.mlflow import AIM_TAG_MAX_CHARS, aim_tags, artifact_series, metric_series, mlflow_run_data, run_identity
+from transforms.mlflow import (AIM_TAG_MAX_CHARS, SVG_MAX_SIDE, aim_tags, artifact_series, metric_series,
+                              mlflow_run_data, run_identity, svg_supported, svg_to_png)
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -65,7 +67,7 @@ def _record(**changes):
                   end_time=1_700_000_100_456, params={'lr': '0.1'},
                   tags={'team': 'a', 'mlflow.note.content': 'hello', 'mlflow.user': 'me'},
                   metrics={'loss': [(0, 1.0, 1_700_000_000_200), (0, 2.0, 1_700_000_000_300)], 'empty': []},
-                  artifacts=[('a.txt', 'text', b'hi'), ('b.svg', 'image', b'<svg/>')],
+                  artifacts=[('a.txt', 'text', b'hi'), ('b.svg', 'image', b'<svg')],  # a cut SVG
                   skipped_artifacts=[('m.bin', 'no Aim object')])
     fields.update(changes)
     return MlflowRunRecord(**fields)
@@ -114,6 +116,60 @@ def test_refused_tags_are_dead_letters_that_lose_no_point():
     assert tag_skips[0].reason.startswith('tag longer than the 50 characters')
 
 
+# ----------------------------------------------------------------------------------------------------- SVG
+
+def _png_size(png):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return image.format, image.size
+
+
+def test_svg_is_rendered_to_a_png_of_its_own_size():
+    from samples.mlflow_store import SVG_LOGO, SVG_SIZE, svg_rendering_matches
+
+    png = svg_to_png(SVG_LOGO)
+    assert svg_rendering_matches(png) and _png_size(png) == ('PNG', SVG_SIZE)
+    box_only = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 30 10"><circle cx="5" cy="5" r="4"/></svg>'
+    assert _png_size(svg_to_png(box_only)) == ('PNG', (30, 10))
+
+
+def test_a_huge_svg_is_rendered_scaled_down():
+    huge = b'<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="25000"><rect width="9" height="9"/></svg>'
+    assert _png_size(svg_to_png(huge)) == ('PNG', (SVG_MAX_SIDE, SVG_MAX_SIDE // 4))
+
+
+@pytest.mark.parametrize('data', [b'<svg', b'not xml at all', b'\xff\xfe<svg/>', b''])
+def test_svg_that_cannot_be_rendered_raises_value_error(data):
+    with pytest.raises(ValueError):
+        svg_to_png(data)
+
+
+def test_mlflow_run_data_makes_an_svg_a_png_image():
+    from samples.mlflow_store import SVG_LOGO, svg_rendering_matches
+
+    data, skips = mlflow_run_data(_record(artifacts=[('plots/roc.svg', 'image', SVG_LOGO),
+                                                     ('bad.svg', 'image', b'<svg')], skipped_artifacts=[]), 'exp')
+    (image,) = [s for s in data.series if s.kind == 'image']
+    (payload,) = image.values[0]
+    assert image.name == 'plots/roc.svg' and payload['format'] == 'png' and payload['caption'] == 'plots/roc.svg'
+    assert svg_rendering_matches(payload['data'])
+    assert [(s.source, s.reason.split(':')[0]) for s in skips if s.kind == 'artifact'] == \
+        [('mlflow run abc/bad.svg', 'SVG that resvg cannot render')]
+
+
+def test_without_resvg_an_svg_is_skipped_naming_the_extra(monkeypatch):
+    import sys
+
+    from samples.mlflow_store import SVG_LOGO
+
+    monkeypatch.setitem(sys.modules, 'resvg_py', None)  # import fails as if not installed
+    assert not svg_supported()
+    data, skips = mlflow_run_data(_record(artifacts=[('roc.svg', 'image', SVG_LOGO)], skipped_artifacts=[]), 'exp')
+    assert [s.kind for s in data.series] == ['metric']
+    assert [s.reason for s in skips if s.kind == 'artifact'] == ['SVG image: rendering it needs runferry[svg] (resvg-py)']
+
+
 def test_mlflow_run_data_without_end_time_or_note():
     data, _ = mlflow_run_data(_record(end_time=None, tags={}, artifacts=[('a.txt', 'text', b'x')]), 'exp')
     assert data.spec.description is None and data.spec.end_time is None
@@ -158,16 +214,8 @@ def test_fetch_run_reads_everything_and_cleans_up(small_store):
     assert record.params == want['params']
     assert record.tags['team'] == 'vision' and record.tags['mlflow.note.content'] == want['description']
     assert len(record.metrics['loss']) == 11  # the duplicate step is read; the mapping resolves it
-    assert {p: (k, d) for p, k, d in record.artifacts} == \
-        {**want['artifacts'], 'icons/logo.svg': ('image', want_svg(want))}
+    assert {p: (k, d) for p, k, d in record.artifacts} == want['artifacts']  # the SVG as it was logged
     assert [p for p, _ in record.skipped_artifacts] == ['model/weights.bin']
-
-
-def want_svg(want):
-    from samples.mlflow_store import rich_artifacts
-
-    assert 'icons/logo.svg' in want['skipped_artifacts']
-    return rich_artifacts(1)['icons/logo.svg']
 
 
 def test_source_pickles_without_its_client(small_store):

@@ -12,7 +12,8 @@ import pytest
 
 from pipelines import mlflow_to_aim
 from pipelines.common import UsageError
-from samples.mlflow_store import log_long_metric, log_many_runs, log_rich_run, scratch_dir
+from samples.mlflow_store import (SVG_SIZE, log_long_metric, log_many_runs, log_rich_run, scratch_dir,
+                                  svg_rendering_matches)
 from tests import servers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def read_aim(repo_path):
             assert metric.context.to_dict() == {}
             steps, (values, _epochs, times) = metric.data.items_list()
             metrics[metric.name] = list(zip(steps, values, times))
-        artifacts = {}
+        artifacts, images = {}, {}
         for kind, (getter, dtypes) in getters.items():
             for name, context, _ in run.iter_sequence_info_by_type(dtypes):
                 steps, (values, _epochs, _times) = getattr(run, getter)(name, context).data.items_list()
@@ -75,6 +76,8 @@ def read_aim(repo_path):
                     artifacts[name] = (kind, value.data.encode())
                 elif kind == 'image':
                     artifacts[name] = (kind, bytes(value.storage['data'].load()))
+                    images[name] = (value.storage['format'], value.storage['width'], value.storage['height'],
+                                    value.storage['caption'])
                 else:
                     artifacts[name] = (kind, value.get().read())
         out[run_id] = {
@@ -83,7 +86,7 @@ def read_aim(repo_path):
             'status': run.get('mlflow_status'), 'params': run.get('params'), 'tags': run.get('tags'),
             'aim_tags': sorted(run.props.tags),
             'creation_time': run.creation_time, 'end_time': run.end_time, 'metrics': metrics,
-            'artifacts': artifacts,
+            'artifacts': artifacts, 'images': images,
         }
     return out
 
@@ -107,7 +110,18 @@ def assert_converted(repo_path, expected):
             have = got['metrics'][key]
             assert [(s, v) for s, v, _ in have] == [(s, v) for s, v, _ in points], (run_id, key)
             assert max(abs(t - ts / 1000) for (_, _, t), (_, _, ts) in zip(have, points)) < 1e-3, (run_id, key)
-        assert got['artifacts'] == want['artifacts'], run_id
+        svgs = {path for path in want['artifacts'] if path.endswith('.svg')}
+        assert {p: a for p, a in got['artifacts'].items() if p not in svgs} == \
+            {p: a for p, a in want['artifacts'].items() if p not in svgs}, run_id
+        for path in svgs:  # Aim holds the SVG's PNG rendering
+            kind, png = got['artifacts'][path]
+            assert kind == 'image' and svg_rendering_matches(png), (run_id, path)
+            assert got['images'][path] == ('png', *SVG_SIZE, path), (run_id, path)
+        for path, (kind, data) in want['artifacts'].items():
+            if kind == 'image' and path not in svgs:  # the original bytes, their format (by extension), size
+                from PIL import Image
+                with Image.open(io.BytesIO(data)) as image:
+                    assert got['images'][path] == (path.rsplit('.', 1)[1], *image.size, path), (run_id, path)
     return actual
 
 
@@ -171,7 +185,7 @@ def test_sqlite_store_every_point_and_rerun_adds_nothing(big_store, tmp_path, ca
     assert 'runs written' in report
     skipped = skipped_lines(tmp_path / 'skipped.jsonl')
     assert sorted((s['kind'], s['source'].split('/', 1)[-1]) for s in skipped if s['kind'] == 'artifact') == \
-        [('artifact', 'icons/logo.svg'), ('artifact', 'model/weights.bin')]
+        [('artifact', 'model/weights.bin')]  # the SVG is an image now
     assert [s['count'] for s in skipped if s['kind'] == 'point'] == [1]  # the duplicate step of 'loss'
 
     # again, plus the other experiment by id: nothing doubles, the new runs are added
@@ -288,30 +302,34 @@ def test_mlflow_tags_become_aim_run_tags_once(tmp_path, capsys):
         argv = ['--tracking-uri', uri, '--repo', repo, '--skipped', str(tmp_path / 'skipped.jsonl')]
 
         def aim_tags():
-            runs = {run.get('mlflow_run_id'): run for run in Repo.from_path(repo).iter_runs()}
-            return {run_id: sorted(run.props.tags) for run_id, run in runs.items()}, runs
+            """({mlflow run id: sorted Aim tags}, every tag name of the repo), read by a new process as a
+            user would (in this one, Aim's cached SQLite session would not see what a later run wrote)."""
+            script = ('import json, sys\nfrom aim import Repo\nrepo = Repo.from_path(sys.argv[1])\n'
+                      'print(json.dumps([{r.get("mlflow_run_id"): sorted(r.props.tags) for r in repo.iter_runs()},'
+                      ' sorted(t.name for t in repo.structured_db.tags())]))')
+            done = subprocess.run([sys.executable, '-c', script, repo], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            return json.loads(done.stdout.strip().splitlines()[-1])
 
         assert mlflow_to_aim.run(argv) == 0
-        tags, runs = aim_tags()
+        tags, names = aim_tags()
         assert tags == {first: ['reviewed', 'team=vision'], second: ['stage=s2', 'team=vision']}
-        assert runs[first].get('tags') == {'team': 'vision', 'reviewed': '', 'summary': LONG_TAG_VALUE,
-                                           'note': 'line one\nline two'}
+        assert names == ['reviewed', 'stage=s2', 'team=vision']  # one Aim tag shared by both runs
+        (run,) = [r for r in Repo.from_path(repo).iter_runs() if r.get('mlflow_run_id') == first]
+        assert run.get('tags') == {'team': 'vision', 'reviewed': '', 'summary': LONG_TAG_VALUE,
+                                   'note': 'line one\nline two'}
         letters = sorted((s['detail'], s['kind'], s['count']) for s in skipped_lines(tmp_path / 'skipped.jsonl'))
         assert letters == [('note', 'tag', 0), ('summary', 'tag', 0)]
         report = capsys.readouterr().out
         assert '  tags read                   6\n  tags skipped                2\n' in report
-        # Aim's query language sees them; one Aim tag is shared by both runs
+        # Aim's query language sees them
         query = Repo.from_path(repo).query_runs("'team=vision' in run.tags", report_mode=QueryReportMode.DISABLED)
         assert sorted(r.run.get('mlflow_run_id') for r in query.iter_runs()) == sorted([first, second])
-        assert sorted(t.name for t in Repo.from_path(repo).structured_db.tags()) == \
-            ['reviewed', 'stage=s2', 'team=vision']
 
         # a re-run adds nothing twice; a tag logged since is added; --strict counts refused tags
         assert mlflow_to_aim.run(argv) == 0
-        assert aim_tags()[0] == tags
+        assert aim_tags() == [tags, names]
         client.set_tag(second, 'checked', 'yes')
         assert mlflow_to_aim.run(argv + ['--strict']) == 1
-        tags, _ = aim_tags()
-        assert tags == {first: ['reviewed', 'team=vision'], second: ['checked=yes', 'stage=s2', 'team=vision']}
-        assert sorted(t.name for t in Repo.from_path(repo).structured_db.tags()) == \
-            ['checked=yes', 'reviewed', 'stage=s2', 'team=vision']
+        assert aim_tags() == [{first: ['reviewed', 'team=vision'], second: ['checked=yes', 'stage=s2', 'team=vision']},
+                              ['checked=yes', 'reviewed', 'stage=s2', 'team=vision']]

@@ -446,9 +446,7 @@ def test_mlflow_report_counts_what_the_store_holds(known_store, tmp_path):
     user_tags = sum(len(want['tags']) for want in expected.values())
     assert (counts['tags read'], counts['tags skipped']) == \
         (user_tags, user_tags - sum(len(want['aim_tags']) for want in expected.values()))
-    assert skipped_paths == sorted(['model/weights.bin', *(['icons/logo.svg'] if len(skipped_paths) > 1 else [])])
-    if 'icons/logo.svg' in skipped_paths:
-        assert reasons.pop('image format that Aim cannot store') == '1 artifact'
+    assert skipped_paths == ['model/weights.bin']  # the SVG is rendered to an image
     assert reasons == {}
 
     assert 0 < report['elapsed'] <= wall + 0.05
@@ -552,3 +550,20 @@ Plan for /data/logs → Aim experiment 'sweep' (dry run: nothing is written)
 └── ignored (unorganized event files, not in a run directory): 1
     └── events.out.tfevents.5
 """
+
+
+def test_mlflow_dry_run_without_resvg_lists_svg_as_skipped(known_store, tmp_path, monkeypatch):
+    import sys
+
+    from pipelines import mlflow_to_aim
+
+    uri, _, experiments, expected = known_store
+    monkeypatch.setitem(sys.modules, 'resvg_py', None)  # as if the svg extra were not installed
+    status, text, _ = run_printing(mlflow_to_aim.run, ['--tracking-uri', uri, '--repo', str(tmp_path / 'aim'),
+                                                       '--experiment', 'vision', '--dry-run'])
+    assert status == 0
+    rich = next(w for w in expected.values() if w['name'] == 'rich')
+    lines = dict((line, depth) for depth, line in _tree_lines(text))
+    assert any(line.startswith(f"run 'rich' [FINISHED, id {rich['run_id']}]: ") and
+               line.endswith('8 artifacts (2 images, 3 texts, 1 audio clip, 2 skipped)') for line in lines), text
+    assert lines['skip icons/logo.svg: rendering an SVG needs runferry[svg] (resvg-py)'] == 2

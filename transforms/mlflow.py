@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
@@ -22,7 +23,7 @@ from transforms.runs import NAMESPACE, WriteRunsFn
 from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
-           'run_identity', 'aim_tags', 'user_tags', 'SKIPPED', 'NOTE_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
+           'run_identity', 'aim_tags', 'user_tags', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED', 'NOTE_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
@@ -95,10 +96,68 @@ def _image_readable(data: bytes) -> bool:
         return False
 
 
+SVG_MAX_SIDE = 4096  # pixels; a bigger SVG is rendered scaled down to fit (its aspect ratio kept)
+SVG_EXTRA = 'runferry[svg] (resvg-py)'
+SVG_DPI = 96.0  # CSS pixels: 1in = 96px, 1pt = 4/3 px (resvg-py's default, 0, makes pt/mm sizes invalid)
+_LENGTH = re.compile(r'\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|pt|pc|in|cm|mm)?\s*')
+_PIXELS_PER_UNIT = {None: 1.0, 'px': 1.0, 'pt': SVG_DPI / 72, 'pc': SVG_DPI / 6, 'in': SVG_DPI,
+                    'cm': SVG_DPI / 2.54, 'mm': SVG_DPI / 25.4}
+
+
+def svg_supported() -> bool:
+    """Whether SVG artifacts can become images here: resvg-py (the ``svg`` extra) is installed."""
+    try:
+        import resvg_py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _svg_size(text: str) -> Optional[Tuple[float, float]]:
+    """The SVG's own size in pixels (``width``/``height`` in absolute units, else its ``viewBox``), None
+    when the root does not say."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError:
+        return None
+    width, height = (_LENGTH.fullmatch(root.get(a, '')) for a in ('width', 'height'))
+    if width and height:
+        return (float(width.group(1)) * _PIXELS_PER_UNIT[width.group(2)],
+                float(height.group(1)) * _PIXELS_PER_UNIT[height.group(2)])
+    box = (root.get('viewBox') or '').replace(',', ' ').split()
+    if len(box) == 4:
+        try:
+            return float(box[2]), float(box[3])
+        except ValueError:
+            return None
+    return None
+
+
+def svg_to_png(data: bytes) -> bytes:
+    """An SVG document → PNG bytes, rendered by resvg (a Rust library in a self-contained wheel: no
+    system library) at the SVG's own size (absolute units at ``SVG_DPI``: matplotlib's 288pt is 384
+    pixels), scaled down to at most ``SVG_MAX_SIDE`` pixels a side. ValueError when it is not an SVG
+    resvg can render; ImportError without resvg-py."""
+    import resvg_py
+
+    text = data.decode('utf-8')  # UnicodeDecodeError is a ValueError
+    options = {'dpi': SVG_DPI}
+    size = _svg_size(text)
+    if size and max(size) > SVG_MAX_SIDE:
+        scale = SVG_MAX_SIDE / max(size)
+        options.update(width=max(1, round(size[0] * scale)), height=max(1, round(size[1] * scale)))
+    return bytes(resvg_py.svg_to_bytes(svg_string=text, **options))
+
+
 def artifact_series(path: str, kind: str, data: bytes, wall_time: float) -> Series:
     """One artifact → a one-point series named by its path (step 0); payloads as ``transforms.plugins``
-    shapes them for ``connectors.aim_objects``."""
+    shapes them for ``connectors.aim_objects``. An SVG's payload must already be its PNG rendering
+    (``svg_to_png``): the image is a PNG, captioned with the SVG's path."""
     ext = posixpath.splitext(path)[1].lower().lstrip('.')
+    if ext == 'svg' and kind == 'image':
+        ext = 'png'
     if kind == 'text':
         payload = data.decode('utf-8', errors='replace')
     else:
@@ -123,6 +182,15 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
                               count=superseded, detail=key))
     artifact_time = _seconds(record.end_time if record.end_time is not None else record.start_time) or 0.0
     for path, kind, data in record.artifacts:
+        if kind == 'image' and posixpath.splitext(path)[1].lower() == '.svg':
+            try:
+                data = svg_to_png(data)
+            except ImportError:
+                skips.append(Skip(f'{source}/{path}', f'SVG image: rendering it needs {SVG_EXTRA}', 'artifact'))
+                continue
+            except ValueError as error:
+                skips.append(Skip(f'{source}/{path}', f'SVG that resvg cannot render: {error}', 'artifact'))
+                continue
         if kind == 'image' and not _image_readable(data):
             skips.append(Skip(f'{source}/{path}', 'image format that Aim cannot store (Pillow cannot read it)',
                               'artifact'))
