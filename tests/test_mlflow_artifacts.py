@@ -1,8 +1,10 @@
-"""MLflow artifacts end to end: SVG figures become PNG images. Logged with the real MLflow client,
-converted by the pipeline, read back through the Aim SDK."""
+"""MLflow artifacts end to end: SVG figures become PNG images, and artifacts on a remote (S3) artifact
+store come through MLflow's own artifact repository, with no temporary download left behind. Logged with
+the real MLflow client, converted by the pipeline, read back through the Aim SDK."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -76,3 +78,95 @@ def test_svg_figures_become_png_images(tmp_path):
     pil.save(png, format='PNG')
     assert svg_rendering_matches(png.getvalue())
 
+
+# ------------------------------------------------------------------------------- artifacts on S3 (moto)
+
+@pytest.fixture(params=['sqlite', 'server'])
+def s3_artifact_store(request, s3_server, s3fs_client, monkeypatch):
+    """A tracking store whose artifacts live in S3 (moto's server): a SQLite store whose experiment's
+    artifact location is ``s3://…``, or a real ``mlflow server`` with ``--default-artifact-root s3://…``
+    and ``--no-serve-artifacts`` (clients read and write S3 themselves, the usual production setup).
+    MLflow's S3 artifact repository reaches moto through ``MLFLOW_S3_ENDPOINT_URL``. A rich run and a
+    small one are logged with the real client."""
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from samples.mlflow_store import log_many_runs, log_rich_run
+    from tests import servers
+
+    env = {**servers.S3_ENV, 'MLFLOW_S3_ENDPOINT_URL': s3_server.url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv('AWS_ENDPOINT_URL', raising=False)  # MLflow must find S3 by its own variable
+    bucket = f'mlflow-{uuid.uuid4().hex[:12]}'
+    s3fs_client.mkdir(bucket)
+    with scratch_dir() as root:
+        if request.param == 'sqlite':
+            uri = f'sqlite:///{root}/mlflow.db'
+            client = MlflowClient(uri)
+            experiment = client.create_experiment('remote', artifact_location=f's3://{bucket}/artifacts')
+            yield uri, client, experiment, bucket, root
+            return
+        port = servers.free_port()
+        command = [f'{servers.BIN}/mlflow', 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
+                   '--default-artifact-root', f's3://{bucket}/artifacts', '--no-serve-artifacts',
+                   '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
+        with servers._serve(command, '/health', env, port, timeout=120) as server:
+            client = MlflowClient(server.url)
+            experiment = client.create_experiment('remote')
+            yield server.url, client, experiment, bucket, root
+
+
+def test_artifacts_on_s3_are_converted_and_no_download_is_left(s3_artifact_store, s3fs_client, tmp_path,
+                                                              monkeypatch):
+    import os
+    import tempfile
+    import threading
+
+    from connectors.mlflow_source import MlflowSource
+    from samples.mlflow_store import log_many_runs, log_rich_run
+    from tests.test_mlflow_to_aim import assert_converted
+
+    uri, client, experiment, bucket, root = s3_artifact_store
+    expected = log_rich_run(client, experiment, 'on-s3', salt=6, steps=5)
+    expected.update(log_many_runs(client, experiment, 1, prefix='plain'))
+    (rich_id,) = [k for k, v in expected.items() if v['name'] == 'on-s3']
+    # the artifacts are in the bucket, and nowhere on this disk
+    stored = sorted(path.split(f'{rich_id}/artifacts/', 1)[1]
+                    for path in s3fs_client.find(f'{bucket}/artifacts') if rich_id in path)
+    assert stored == sorted([*expected[rich_id]['artifacts'], *expected[rich_id]['skipped_artifacts']])
+    assert not [f for _, _, files in os.walk(root) for f in files if f.endswith(('.png', '.wav', '.svg'))]
+
+    # Every temporary directory made while a run is fetched (runferry's downloads and MLflow's own) is
+    # recorded, under a temp root of this test's; after the conversion none is left, and no artifact file
+    # is anywhere under that root (Beam's runner leaves its own temp dirs there: they hold no artifact).
+    downloads = tmp_path / 'tmp'
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(downloads))
+    made, fetching, real_mkdtemp, real_fetch = [], threading.local(), tempfile.mkdtemp, MlflowSource.fetch_run
+
+    def mkdtemp(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        if getattr(fetching, 'on', False):
+            made.append(path)
+        return path
+
+    def fetch_run(self, run_id):
+        fetching.on = True
+        try:
+            return real_fetch(self, run_id)
+        finally:
+            fetching.on = False
+
+    monkeypatch.setattr(tempfile, 'mkdtemp', mkdtemp)
+    monkeypatch.setattr(MlflowSource, 'fetch_run', fetch_run)
+    repo = str(tmp_path / 'aim')
+    argv = ['--tracking-uri', uri, '--repo', repo, '--skipped', str(tmp_path / 'skipped.jsonl')]
+    assert mlflow_to_aim.run(argv) == 0
+    assert made and all(path.startswith(str(downloads)) and not os.path.exists(path) for path in made), made
+    names = {os.path.basename(path) for path in [*expected[rich_id]['artifacts'], *expected[rich_id]['skipped_artifacts']]}
+    assert [name for _, _, files in os.walk(downloads) for name in files if name in names] == []
+    assert_converted(repo, expected)
+    letters = [json.loads(line) for line in open(tmp_path / 'skipped.jsonl')]
+    assert [s['source'].split('/', 1)[1] for s in letters if s['kind'] == 'artifact'] == ['model/weights.bin']
