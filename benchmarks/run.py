@@ -3,13 +3,20 @@
     python -m benchmarks.run [--runs 200] [--small-runs 50] [--sample-runs 6] [--cache .bench]
                              [--no-record] [-- extra tf_to_aim flags...]
 
+The logdir (``benchmarks.logdir``) holds scalars, images and histograms; points/s everywhere is all
+points (scalar + image + distribution) over the wall time, and the counts are printed by kind.
+
 1. ``python -m pipelines.tf_to_aim --logdir L --repo R`` exactly as the README runs it, in a subprocess:
    wall time, points/s and the peak memory of its process tree (psutil, polled), for ``--runs`` and for
    ``--small-runs`` runs (memory must stay flat as runs grow). The converted repo is then read back
-   through the Aim SDK and compared, point by point, with what the writers wrote.
+   through the Aim SDK and compared, point by point, with what the writers wrote: scalars by value,
+   images by pixels and size, distributions by bucket edges and counts, all by step and wall time.
 2. Aim's per-point path on the same decoded records: a fresh repo, one ``Run`` per source run, and per
-   point ``run._tracker._track(value, wall_time, name, step, None, context=...)`` (what ``aim convert``
-   calls). Timed on ``--sample-runs`` runs and extrapolated to points/s (it is too slow to time whole).
+   point ``run._tracker._track(obj, wall_time, name, step, None, context=...)`` (what ``aim convert``
+   calls), where ``obj`` is the float for a scalar and, for images and distributions, the Aim object
+   runferry's own converters make (``connectors.aim_sink.OBJECT_CONVERTERS``), as runferry's sink does.
+   Values and objects are made before the clock starts: only the writes are timed, by kind. Timed on
+   ``--sample-runs`` runs and extrapolated to points/s (it is too slow to time whole).
 3. Decode only, on the same sample's files: runferry's ``read_event_stream`` against the ``tensorboard``
    package's ``EventFileLoader`` (which yields protos and decodes nothing further).
 
@@ -22,16 +29,18 @@ import datetime
 import glob
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
-from benchmarks.logdir import (CONTEXTS, STEPS, TAGS, ensure_logdir, extras_available, run_names, run_salt,
+from benchmarks.logdir import (CONTEXTS, HISTOGRAM_BINS, HISTOGRAM_TAG, HISTOGRAM_VALUES, IMAGE_SIZE, IMAGE_TAG,
+                               KINDS, OBJECT_EVERY, OBJECT_STEPS, STEPS, TAGS, ensure_logdir, run_names, run_salt,
                                subset_logdir)
 
 __all__ = ['main', 'run_tf_to_aim', 'per_point_rate', 'decode_rates', 'verify_repo', 'machine']
@@ -39,6 +48,8 @@ __all__ = ['main', 'run_tf_to_aim', 'per_point_rate', 'decode_rates', 'verify_re
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, 'RESULTS.md')
+# runferry's kind -> what this benchmark calls it
+KIND_LABELS = {'metric': 'scalar', 'image': 'image', 'distribution': 'distribution'}
 
 
 def machine() -> Dict[str, str]:
@@ -111,12 +122,19 @@ def run_tf_to_aim(logdir: str, repo: str, extra: List[str]) -> Dict[str, float]:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f'tf_to_aim failed ({proc.returncode}):\n{output[-3000:]}')
-    written = 0
+    written, by_kind = 0, {}
+    in_kinds = False
     for line in output.splitlines():
         if line.strip().startswith('points written'):
             written = int(line.split()[-1].replace(',', ''))
-    return {'wall': wall, 'points_written': written, 'peak_tree_mb': memory.peak_total / 2 ** 20,
-            'peak_process_mb': memory.peak_single / 2 ** 20, 'cmd': ' '.join(['python'] + cmd[1:])}
+        # the report's "points by kind" table: kind, read, written, skipped
+        in_kinds = line.strip().startswith('points by kind') or (in_kinds and bool(line.strip()))
+        row = re.match(r'\s+(\S+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)$', line) if in_kinds else None
+        if row:
+            by_kind[row.group(1)] = int(row.group(3).replace(',', ''))
+    return {'wall': wall, 'points_written': written, 'written_by_kind': by_kind,
+            'peak_tree_mb': memory.peak_total / 2 ** 20, 'peak_process_mb': memory.peak_single / 2 ** 20,
+            'cmd': ' '.join(['python'] + cmd[1:])}
 
 
 def _sample_files(logdir: str, runs: int) -> List[Tuple[str, str, str]]:
@@ -167,43 +185,96 @@ def decode_rates(files: List[Tuple[str, str, str]]) -> Dict[str, float]:
             'tb_events': events, 'tb_values': values, 'tb_s': best_tb, 'tb_rate': values / best_tb}
 
 
-def per_point_rate(files: List[Tuple[str, str, str]], repo_path: str) -> Dict[str, float]:
-    """Aim's per-point write path on the sample's decoded records, in a fresh repo at ``repo_path``."""
+def per_point_rate(files: List[Tuple[str, str, str]], repo_path: str) -> Dict[str, Any]:
+    """Aim's per-point write path on the sample's decoded records, in a fresh repo at ``repo_path``.
+
+    Every point goes through ``run._tracker._track(obj, wall_time, name, step, None, context=...)``: a
+    float for a scalar, runferry's own Aim object for an image or a distribution (the objects runferry's
+    sink tracks, made the way ``connectors.aim_sink._write_objects`` makes them). Floats and objects are
+    made before the clock starts; each run's points are written kind by kind and timed by kind."""
     from aim.sdk.run import Run
 
-    from connectors.aim_sink import open_repo
+    import connectors.aim_objects  # noqa: F401  registers the converters
+    from connectors.aim_sink import OBJECT_CONVERTERS, open_repo
+    from transforms.series import METRIC
 
     decoded, _ = _decode(files)
-    records: Dict[str, List[tuple]] = {}
-    for run, context, series in decoded:  # decoded up front: only the writes are timed
-        records.setdefault(run, []).extend(
-            (float(v), w, series.name, int(s), {'entry': context})
-            for s, w, v in zip(series.steps, series.wall_times, series.values))
-    points = sum(len(r) for r in records.values())
+    records: Dict[str, Dict[str, List[tuple]]] = {}  # run -> kind -> [(obj, wall_time, name, step, context)]
+    for run, _context, series in decoded:  # decoded and converted up front: only the writes are timed
+        if series.kind == METRIC:
+            objects = [float(v) for v in series.values]
+        else:
+            convert = OBJECT_CONVERTERS[series.kind]
+            objects = [convert(payload) for payload in series.values]
+            if any(isinstance(o, list) for o in objects):  # as _write_objects: one type per sequence
+                objects = [o if isinstance(o, list) else [o] for o in objects]
+        records.setdefault(run, {}).setdefault(series.kind, []).extend(
+            (obj, w, series.name, int(s), series.context)
+            for s, w, obj in zip(series.steps, series.wall_times, objects))
+    points = {kind: sum(len(by_kind.get(kind, ())) for by_kind in records.values()) for kind in KINDS}
+    kind_seconds = dict.fromkeys(KINDS, 0.0)
     shutil.rmtree(repo_path, ignore_errors=True)
     repo = open_repo(repo_path)
     started = time.perf_counter()
-    for run_name, rows in records.items():
+    for run_name, by_kind in records.items():
         run = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False, experiment='bench')
         run.name = run_name
         track = run._tracker._track
-        for value, wall_time, name, step, context in rows:
-            track(value, wall_time, name, step, None, context=context)
+        for kind, rows in by_kind.items():
+            kind_started = time.perf_counter()
+            for obj, wall_time, name, step, context in rows:
+                track(obj, wall_time, name, step, None, context=context)
+            kind_seconds[kind] += time.perf_counter() - kind_started
         run.close()
     seconds = time.perf_counter() - started
-    return {'points': points, 'runs': len(records), 'seconds': seconds, 'rate': points / seconds}
+    total = sum(points.values())
+    return {'points': total, 'by_kind': points, 'kind_seconds': kind_seconds, 'runs': len(records),
+            'seconds': seconds, 'rate': total / seconds,
+            'kind_rates': {k: points[k] / kind_seconds[k] for k in KINDS if kind_seconds[k] > 0}}
 
 
-def verify_repo(repo_path: str, runs: int) -> Dict[str, int]:
-    """Read the converted repo through the Aim SDK: every run, sequence and point the writers wrote,
-    with the same values and wall times. Returns counts; raises on any difference."""
+_OBJECT_SEQUENCES = (  # kind, Aim dtypes, Run getter, the tag written
+    ('image', ('aim.image', 'list(aim.image)'), 'get_image_sequence', IMAGE_TAG),
+    ('distribution', ('aim.distribution',), 'get_distribution_sequence', HISTOGRAM_TAG),
+)
+
+
+def _object_differs(kind: str, obj, index: int, context: str, step: int) -> Optional[str]:
+    """Why the object read back at (run, context, step) is not what the writer wrote, or None."""
+    import numpy as np
+
+    from benchmarks.logdir import histogram_at, image_at
+    from connectors.aim_objects import distribution_edges
+
+    if kind == 'image':
+        if isinstance(obj, list):
+            return f'a list of {len(obj)} images'
+        height, width = IMAGE_SIZE
+        if (obj.width, obj.height, obj.format) != (width, height, 'png'):
+            return f'image {obj.width}x{obj.height} {obj.format}'
+        if not np.array_equal(np.asarray(obj.to_pil_image()), image_at(index, context, step)):
+            return 'pixels'
+        return None
+    edges, counts = histogram_at(index, context, step)
+    if len(obj.weights) != HISTOGRAM_BINS:
+        return f'{len(obj.weights)} buckets'
+    if obj.weights.tolist() != counts or distribution_edges(obj).tolist() != edges:
+        return 'bucket counts or edges'
+    return None
+
+
+def verify_repo(repo_path: str, runs: int) -> Dict[str, Any]:
+    """Read the converted repo through the Aim SDK: every run, sequence and point the writers wrote, with
+    the same steps and wall times; scalars with the same values, images with the same size and pixels,
+    distributions with the same bucket edges and counts. Returns counts by kind; raises on any difference."""
     from aim import Repo
 
-    from benchmarks.logdir import START
+    from benchmarks.logdir import wall_time_at
     from samples.tensorboard_logs import value_at
 
     repo = Repo.from_path(repo_path)
-    seen_runs, sequences, points, mismatches = set(), 0, 0, []
+    seen_runs, mismatches = set(), []
+    sequences, points = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
     for run in repo.iter_runs():
         index = int(run.name.split('_')[1])
         seen_runs.add(run.name)
@@ -211,25 +282,54 @@ def verify_repo(repo_path: str, runs: int) -> Dict[str, int]:
             context = metric.context.to_dict().get('entry')
             steps, (values, _, times) = metric.data.items_list()
             salt = run_salt(index, context)
-            sequences += 1
-            points += len(steps)
+            sequences['metric'] += 1
+            points['metric'] += len(steps)
             if list(steps) != list(range(STEPS)):
                 mismatches.append((run.name, context, metric.name, 'steps'))
                 continue
             for step, value, wall_time in zip(steps, values, times):
-                if value != value_at(metric.name, step, salt) or \
-                        abs(wall_time - (START + 86_400 * index + step * 0.5)) > 1e-3:
+                if value != value_at(metric.name, step, salt) or abs(wall_time - wall_time_at(index, step)) > 1e-3:
                     mismatches.append((run.name, context, metric.name, step))
                     break
+        for kind, dtypes, getter, tag in _OBJECT_SEQUENCES:
+            for name, context, _ in run.iter_sequence_info_by_type(dtypes):
+                entry = context.to_dict().get('entry')
+                steps, (objects, _, times) = getattr(run, getter)(name, context).data.items_list()
+                sequences[kind] += 1
+                points[kind] += len(steps)
+                if name != tag or entry not in CONTEXTS or list(steps) != list(OBJECT_STEPS):
+                    mismatches.append((run.name, entry, name, 'name, context or steps'))
+                    continue
+                for step, obj, wall_time in zip(steps, objects, times):
+                    why = 'wall time' if abs(wall_time - wall_time_at(index, step)) > 1e-3 else \
+                        _object_differs(kind, obj, index, entry, step)
+                    if why:
+                        mismatches.append((run.name, entry, name, step, why))
+                        break
     expected_runs = set(run_names(runs))
-    if seen_runs != expected_runs or sequences != runs * len(CONTEXTS) * len(TAGS) or mismatches:
+    expected_sequences = {'metric': runs * len(CONTEXTS) * len(TAGS), 'image': runs * len(CONTEXTS),
+                          'distribution': runs * len(CONTEXTS)}
+    if seen_runs != expected_runs or sequences != expected_sequences or mismatches:
         raise SystemExit(f'converted repo differs from the source: runs {len(seen_runs)}/{runs}, '
-                         f'sequences {sequences}, first mismatches {mismatches[:5]}')
+                         f'sequences {sequences} (expected {expected_sequences}), '
+                         f'first mismatches {mismatches[:5]}')
     return {'runs': len(seen_runs), 'sequences': sequences, 'points': points}
 
 
 def _fmt_rate(x: float) -> str:
     return f'{x:,.0f}'
+
+
+def _by_kind(counts: Dict[str, int]) -> str:
+    """``800,000 scalar + 8,000 image + 8,000 distribution``"""
+    return ' + '.join(f'{counts.get(kind, 0):,} {KIND_LABELS[kind]}' for kind in KINDS)
+
+
+def _data_line(runs: int, points: Dict[str, int]) -> str:
+    height, width = IMAGE_SIZE
+    return (f'{runs} runs x {len(CONTEXTS)} contexts: {len(TAGS)} scalar tags x {STEPS} steps, and every '
+            f'{OBJECT_EVERY} steps one {height}x{width} RGB PNG image and one histogram ({HISTOGRAM_BINS} buckets '
+            f'of {HISTOGRAM_VALUES:,} values) = {sum(points.values()):,} points ({_by_kind(points)})')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -246,14 +346,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'machine: {info["cores"]} cores, {info["ram"]} RAM, {info["cpu"]}, load {info["load"]}', flush=True)
 
     started = time.perf_counter()
-    logdir, points = ensure_logdir(args.cache, args.runs)
-    small_logdir, small_points = subset_logdir(args.cache, logdir, args.small_runs)
-    print(f'logdir: {logdir} ({args.runs} runs x {len(CONTEXTS)} contexts x {len(TAGS)} tags x {STEPS} steps '
-          f'= {points:,} scalar points; ready in {time.perf_counter() - started:.1f}s)', flush=True)
-    extras = False  # the logdir holds scalars only (see ``benchmarks.logdir``)
-    print('note: scalars only; images/histograms (samples/tensorboard_plugins.py'
-          f'{" exists" if extras_available() else " is not in this checkout"}) are not in the benchmark logdir',
+    logdir, by_kind = ensure_logdir(args.cache, args.runs)
+    small_logdir, small_by_kind = subset_logdir(args.cache, logdir, args.small_runs)
+    points, small_points = sum(by_kind.values()), sum(small_by_kind.values())
+    print(f'logdir: {logdir} ({_data_line(args.runs, by_kind)}; ready in {time.perf_counter() - started:.1f}s)',
           flush=True)
+    print('note: scalars are half tensorboardX simple_value, half TF2 scalar tensors; images and histograms are '
+          'written by tensorboardX (add_image, add_histogram) in a second event file per context; '
+          'points/s counts all kinds', flush=True)
 
     repo = os.path.join(args.cache, 'aim-full')
     small_repo = os.path.join(args.cache, 'aim-small')
@@ -273,17 +373,22 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'--direct_num_workers=1: {single["wall"]:.1f}s wall, {_fmt_rate(small_points / single["wall"])} '
               f'points/s (runferry\'s default: {small["wall"] / single["wall"]:.2f}x the time)', flush=True)
     check = verify_repo(repo, args.runs)
-    if check['points'] != points or full['points_written'] != points:
-        raise SystemExit(f'point count differs: source {points:,}, reported {full["points_written"]:,}, '
-                         f'read back {check["points"]:,}')
-    print(f'    read back through the Aim SDK: {check["runs"]} runs, {check["sequences"]} sequences, '
-          f'{check["points"]:,} points = source (steps, values, wall times)', flush=True)
+    reported = {kind: full['written_by_kind'].get(kind, 0) for kind in KINDS}
+    if check['points'] != by_kind or reported != by_kind or full['points_written'] != points:
+        raise SystemExit(f'point count differs: source {_by_kind(by_kind)}; tf_to_aim reported '
+                         f'{full["points_written"]:,} ({_by_kind(reported)}); read back {_by_kind(check["points"])}')
+    print(f'    read back through the Aim SDK: {check["runs"]} runs, {sum(check["sequences"].values())} sequences '
+          f'({_by_kind(check["sequences"])}), {sum(check["points"].values()):,} points = source '
+          f'(steps and wall times; scalar values, image sizes and pixels, histogram edges and counts)', flush=True)
 
     files = _sample_files(logdir, args.sample_runs)
     per_point = per_point_rate(files, os.path.join(args.cache, 'aim-per-point'))
+    kind_rates = ', '.join(f'{KIND_LABELS[k]} {_fmt_rate(per_point["by_kind"][k] / per_point["kind_seconds"][k])}/s '
+                           f'({per_point["kind_seconds"][k]:.1f}s)' for k in KINDS if per_point['kind_seconds'][k])
     print(f'(2) Aim per-point path (run._tracker._track), sample of {per_point["runs"]} runs / '
-          f'{per_point["points"]:,} points: {per_point["seconds"]:.1f}s -> {_fmt_rate(per_point["rate"])} '
-          f'points/s; extrapolated to {points:,} points: {points / per_point["rate"]:.0f}s', flush=True)
+          f'{per_point["points"]:,} points ({_by_kind(per_point["by_kind"])}): {per_point["seconds"]:.1f}s -> '
+          f'{_fmt_rate(per_point["rate"])} points/s; by kind {kind_rates}; '
+          f'extrapolated to {points:,} points: {points / per_point["rate"]:.0f}s', flush=True)
     decode = decode_rates(files)
     print(f'(3) decode only, same {len(files)} files: runferry {_fmt_rate(decode["ours_rate"])} points/s; '
           f'tensorboard EventFileLoader {_fmt_rate(decode["tb_rate"])} values/s '
@@ -295,14 +400,15 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'decode {decode_ratio:.1f}x the tensorboard loader', flush=True)
 
     if not args.no_record:
-        record(info, args, points, small_points, full, small, single, check, per_point, decode, speedup,
-               decode_ratio, extras, len(files))
+        record(info, args, by_kind, small_points, full, small, single, check, per_point, decode, speedup,
+               decode_ratio, len(files))
         print(f'appended to {os.path.relpath(RESULTS, ROOT)}')
     return 0
 
 
-def record(info, args, points, small_points, full, small, single, check, per_point, decode, speedup,
-           decode_ratio, extras, files) -> None:
+def record(info, args, by_kind, small_points, full, small, single, check, per_point, decode, speedup,
+           decode_ratio, files) -> None:
+    points = sum(by_kind.values())
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     new = not os.path.exists(RESULTS)
     with open(RESULTS, 'a') as out:
@@ -311,9 +417,9 @@ def record(info, args, points, small_points, full, small, single, check, per_poi
         out.write(f'\n## {now}\n\n')
         out.write(f'- machine: {info["cores"]} cores, {info["ram"]} RAM, {info["cpu"]}; Python {info["python"]}; '
                   f'load average at start {info["load"]}\n')
-        out.write(f'- data: {args.runs} runs x {len(CONTEXTS)} contexts x {len(TAGS)} tags x {STEPS} steps = '
-                  f'{points:,} scalar points (half tensorboardX `simple_value`, half TF2 scalar tensors)'
-                  f'{"" if extras else "; scalars only, no images/histograms"}\n')
+        out.write(f'- data: {_data_line(args.runs, by_kind)}; scalars half tensorboardX `simple_value`, half TF2 '
+                  f'scalar tensors; images and histograms by tensorboardX `add_image`/`add_histogram`. '
+                  f'points/s counts all kinds\n')
         out.write(f'- command: `{full["cmd"]}`{" " + " ".join(args.extra) if args.extra else ""}\n\n')
         out.write('| measurement | wall | points/s | peak memory (tree / largest process) |\n')
         out.write('|---|---|---|---|\n')
@@ -326,17 +432,24 @@ def record(info, args, points, small_points, full, small, single, check, per_poi
             out.write(f'| (1) same, {args.small_runs} runs, Beam\'s default `--direct_running_mode=in_memory '
                       f'--direct_num_workers=1` | {single["wall"]:.1f}s | {_fmt_rate(small_points / single["wall"])} '
                       f'| {single["peak_tree_mb"]:.0f} MB / {single["peak_process_mb"]:.0f} MB |\n')
-        out.write(f'| (2) Aim per-point `_track`, {per_point["runs"]} runs sampled ({per_point["points"]:,} points) '
-                  f'| {per_point["seconds"]:.1f}s (extrapolated {points / per_point["rate"]:.0f}s) | '
-                  f'{_fmt_rate(per_point["rate"])} | |\n')
+        out.write(f'| (2) Aim per-point `_track`, {per_point["runs"]} runs sampled ({per_point["points"]:,} points: '
+                  f'{_by_kind(per_point["by_kind"])}) | {per_point["seconds"]:.1f}s (extrapolated '
+                  f'{points / per_point["rate"]:.0f}s) | {_fmt_rate(per_point["rate"])} | |\n')
+        for kind in KINDS:
+            if per_point['kind_seconds'][kind]:
+                out.write(f'| (2) of which {KIND_LABELS[kind]} points ({per_point["by_kind"][kind]:,}) | '
+                          f'{per_point["kind_seconds"][kind]:.1f}s | '
+                          f'{_fmt_rate(per_point["by_kind"][kind] / per_point["kind_seconds"][kind])} | |\n')
         out.write(f'| (3) decode: runferry read_event_stream, {files} files | {decode["ours_s"]:.2f}s | '
                   f'{_fmt_rate(decode["ours_rate"])} | |\n')
         out.write(f'| (3) decode: tensorboard EventFileLoader, same files | {decode["tb_s"]:.2f}s | '
                   f'{_fmt_rate(decode["tb_rate"])} | |\n\n')
         out.write(f'- end-to-end speed-up over the per-point path: **{speedup:.1f}x** (target 10x, goal 20x); '
                   f'decode {decode_ratio:.1f}x the tensorboard loader\n')
-        out.write(f'- converted repo read back through the Aim SDK: {check["runs"]} runs, {check["sequences"]} '
-                  f'sequences, {check["points"]:,} points, equal to the source\n')
+        out.write(f'- converted repo read back through the Aim SDK: {check["runs"]} runs, '
+                  f'{sum(check["sequences"].values())} sequences, {sum(check["points"].values()):,} points '
+                  f'({_by_kind(check["points"])}), equal to the source (steps, wall times, scalar values, image '
+                  f'sizes and pixels, histogram edges and counts)\n')
 
 
 if __name__ == '__main__':
