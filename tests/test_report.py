@@ -511,6 +511,7 @@ def test_mlflow_dry_run_prints_a_tree_and_writes_nothing(known_store, tmp_path):
     assert _tree_lines(text) == want_tree
 
 
+@pytest.mark.slow
 def test_mlflow_dry_run_of_one_experiment(known_store, tmp_path):
     from pipelines import mlflow_to_aim
 
@@ -552,6 +553,7 @@ Plan for /data/logs → Aim experiment 'sweep' (dry run: nothing is written)
 """
 
 
+@pytest.mark.slow
 def test_mlflow_dry_run_without_resvg_lists_svg_as_skipped(known_store, tmp_path, monkeypatch):
     import sys
 
