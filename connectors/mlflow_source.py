@@ -7,6 +7,11 @@ is how ``aim convert mlflow`` loses runs. ``MlflowClient.get_metric_history`` it
 a request against a tracking server) until the history ends.
 
 ``MlflowSource`` is what Beam pickles: it holds only the URI; each worker opens its own client.
+
+Every client call (a listing page, a run, a metric history, an artifact listing or download) goes
+through ``connectors.retry``; all of them are reads, safe to repeat. MLflow's own HTTP client would
+retry one request for about 4 minutes (7 retries, backoff factor 2) before this layer even sees the
+error, so the source lowers ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` to 2 (about 4.6 s) unless it is set.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import os
 import posixpath
 import shutil
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+from connectors.retry import call_with_retry
 
 __all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'normalize_tracking_uri', 'select_experiments',
            'artifact_kind', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS', 'PAGE_SIZE']
@@ -26,6 +33,8 @@ MAX_ARTIFACT_BYTES = 64 * 1024 * 1024  # bigger files (model weights...) are lis
 IMAGE_EXTENSIONS = frozenset({'jpg', 'bmp', 'jpeg', 'png', 'gif', 'svg'})
 TEXT_EXTENSIONS = frozenset({'txt', 'log', 'py', 'js', 'yaml', 'yml', 'json', 'csv', 'tsv', 'md', 'rst', 'jsonnet'})
 AUDIO_EXTENSIONS = frozenset({'flac', 'mp3', 'wav'})
+MLFLOW_HTTP_RETRIES = '2'  # MLflow's own retries per HTTP request (its default, 7, is ~4 minutes a call)
+T = TypeVar('T')
 
 
 def artifact_kind(path: str) -> Optional[str]:
@@ -122,15 +131,22 @@ class MlflowSource:
                 # migration away from it needs.
                 os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
             os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one bar per file, on workers
+            os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', MLFLOW_HTTP_RETRIES)
             from mlflow import MlflowClient
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One client call, retried on transient errors; when they last, the error names the tracking
+        URI and the call (``MLflow http://host:5000 get_run 3f2a…``)."""
+        return call_with_retry(fn, *args, resource=f'MLflow {self.tracking_uri} {what}', **kwargs)
 
     def experiments(self) -> List[ExperimentRef]:
         """Every active experiment, page by page."""
         refs, token = [], None
         while True:
-            page = self.client.search_experiments(max_results=self.page_size, page_token=token)
+            page = self._call('search_experiments', self.client.search_experiments, max_results=self.page_size,
+                              page_token=token)
             refs.extend(ExperimentRef(str(e.experiment_id), e.name) for e in page)
             token = page.token
             if not token:
@@ -141,8 +157,9 @@ class MlflowSource:
         for experiment_id in experiment_ids:
             token = None
             while True:
-                page = self.client.search_runs([experiment_id], max_results=self.page_size, page_token=token,
-                                               order_by=['attributes.start_time ASC'])
+                page = self._call(f'search_runs {experiment_id}', self.client.search_runs, [experiment_id],
+                                  max_results=self.page_size, page_token=token,
+                                  order_by=['attributes.start_time ASC'])
                 for run in page:
                     yield experiment_id, run.info.run_id
                 token = page.token
@@ -151,9 +168,11 @@ class MlflowSource:
 
     def fetch_run(self, run_id: str) -> MlflowRunRecord:
         client = self.client
-        run = client.get_run(run_id)
+        run = self._call(f'get_run {run_id}', client.get_run, run_id)
         info, data = run.info, run.data
-        metrics = {key: [(int(m.step), float(m.value), int(m.timestamp)) for m in client.get_metric_history(run_id, key)]
+        metrics = {key: [(int(m.step), float(m.value), int(m.timestamp))
+                         for m in self._call(f'get_metric_history {run_id} {key}', client.get_metric_history,
+                                             run_id, key)]
                    for key in sorted(data.metrics)}
         artifacts, skipped = self._read_artifacts(run_id)
         return MlflowRunRecord(
@@ -167,7 +186,9 @@ class MlflowSource:
         files, pending = [], [None]
         while pending:
             directory = pending.pop()
-            for info in self.client.list_artifacts(run_id, directory):
+            listing = self._call(f'list_artifacts {run_id}/{directory or ""}', self.client.list_artifacts, run_id,
+                                 directory)
+            for info in listing:
                 if info.is_dir:
                     pending.append(info.path)
                 else:
@@ -191,7 +212,8 @@ class MlflowSource:
                 if size is not None and size > self.max_artifact_bytes:
                     skipped.append((path, f'artifact larger than {self.max_artifact_bytes} bytes ({size})'))
                     continue
-                local = self.client.download_artifacts(run_id, path, dst_path=workdir)
+                local = self._call(f'download_artifacts {run_id}/{path}', self.client.download_artifacts, run_id,
+                                   path, dst_path=workdir)
                 with open(local, 'rb') as stream:
                     read.append((path, kind, stream.read()))
                 os.remove(local)

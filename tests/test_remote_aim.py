@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -52,10 +53,13 @@ def test_something_else_at_the_port_is_not_an_aim_server(s3_server):
 def test_unreachable_server_is_one_line_before_any_work(seed_logdir, tf_to_aim):
     root, _ = seed_logdir
     url = f'aim://127.0.0.1:{free_port()}'  # nothing listens there any more
-    result = tf_to_aim('--logdir', root, '--repo', url, workers=1, timeout=120)
+    fast_retry = {'RUNFERRY_RETRY_ATTEMPTS': '2', 'RUNFERRY_RETRY_INITIAL_SECONDS': '0.1'}
+    result = tf_to_aim('--logdir', root, '--repo', url, workers=1, timeout=120, env=fast_retry)
     assert result.returncode == 2, result.stderr[-3000:]
-    lines = error_lines(result.stderr)
-    assert lines == [f'tf_to_aim: error: --repo {url}: Aim server is not reachable (Connection refused)']
+    *retries, last = error_lines(result.stderr)
+    assert re.fullmatch(rf'tf_to_aim: error: --repo {url}: Aim server is not reachable \(Connection refused; '
+                        r'2 attempts over \d+\.\d s\)', last), last
+    assert len(retries) == 1 and 'retrying in' in retries[0]  # one warning line per retry (connectors.retry)
     assert result.stdout == ''
 
 
