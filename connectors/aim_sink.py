@@ -33,7 +33,8 @@ import pytz
 import aim.sdk.base_run as _aim_base_run
 from aim.sdk.repo import Repo
 from aim.sdk.run import BasicRun
-from aim.sdk.tracker import RunTracker
+from aim.sdk.sequences.sequence_type_map import SEQUENCE_TYPE_MAP
+from aim.sdk.utils import get_object_typename
 from aim.storage import encoding as _encoding
 from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
@@ -178,8 +179,8 @@ def _write_series(run, series_list: List[Series]) -> Dict[str, int]:
 
 class _LocalRun:
     """What ``BasicRun`` opens to write a run in a local repo, and no more: the run lock, the run's
-    ``meta`` and ``seqs`` RocksDB containers, and the trees over them, under the attribute names Aim's
-    ``RunTracker`` (used for object sequences) reads. The trees it leaves are the ones ``BasicRun``
+    ``meta`` and ``seqs`` RocksDB containers, and the trees over them, under ``BasicRun``'s attribute
+    names (so the sequence writers take either). The trees it leaves are the ones ``BasicRun``
     leaves (checked in tests/test_bulk_write.py); its SQLite props are left to ``index_runs``."""
 
     read_only = False
@@ -207,7 +208,6 @@ class _LocalRun:
             self.meta_run_attrs_tree.first_key()
         except (KeyError, StopIteration):
             self[...] = {}
-        self._tracker_instance: Optional[RunTracker] = None
 
     def _open(self, name: str) -> RocksContainer:
         container = RocksContainer(os.path.join(self.repo.path, name, 'chunks', self.hash), read_only=False)
@@ -217,12 +217,6 @@ class _LocalRun:
     def __setitem__(self, key, value) -> None:
         self.meta_run_attrs_tree[key] = value
         self.meta_attrs_tree[key] = value
-
-    @property
-    def _tracker(self) -> RunTracker:
-        if self._tracker_instance is None:
-            self._tracker_instance = RunTracker(self)
-        return self._tracker_instance
 
     def close(self, end_time: Optional[float]) -> None:
         """Stamp the end time (the source's, else now, as Aim does) and flush and close the containers."""
@@ -360,9 +354,11 @@ def _write_local_sequence(container: PrefixView, steps: np.ndarray, values: np.n
     rocks.commit(batch)
 
 
-def _write_objects(run: BasicRun, series: Series) -> None:
-    """Object sequences (images, distributions, text, audio) go through Aim's tracker with the source's
-    wall time; they are few and heavy, so per-point writes cost little here."""
+def _write_objects(run, series: Series) -> None:
+    """An object sequence (images, distributions, text, audio) in one batch, its metadata once: the tree
+    ``RunTracker._track`` leaves after one call per point (checked key by key in
+    tests/test_bulk_write.py), rewritten whole like a metric sequence. Object sequences are Aim's
+    version-1 layout: values keyed by the step itself, no step array."""
     import connectors.aim_objects  # noqa: F401  registers the converters (lazily: it imports this module)
     convert = OBJECT_CONVERTERS[series.kind]
     objects = [convert(payload) for payload in series.values]
@@ -370,9 +366,28 @@ def _write_objects(run: BasicRun, series: Series) -> None:
     # so when any step holds a list, every step does.
     if any(isinstance(o, list) for o in objects):
         objects = [o if isinstance(o, list) else [o] for o in objects]
-    track = run._tracker._track
-    for step, wall_time, obj in zip(series.steps, series.wall_times, objects):
-        track(obj, wall_time, series.name, int(step), None, context=series.context)
+    steps = [int(s) for s in series.steps]
+    if sorted(set(steps)) != steps:  # merged series are in step order, one point a step
+        raise ValueError(f'{series.name}: object sequence steps must be unique and increasing')
+    ctx_id = _context_ids(run, series.context)
+    name = series.name
+    tree = run.series_run_trees[1]
+    tree.set((ctx_id, name), {
+        'val': dict(zip(steps, objects)),
+        'epoch': dict.fromkeys(steps),
+        'time': dict(zip(steps, (float(t) for t in series.wall_times))),
+    })
+    sequence = tree.subtree((ctx_id, name))
+    for array_name in ('epoch', 'time', 'val'):
+        sequence.make_array(array_name)
+    dtype = get_object_typename(objects[0])
+    run.meta_tree['traces_types', dtype, ctx_id, name] = 1
+    run.meta_run_tree['typed_traces', SEQUENCE_TYPE_MAP.get(dtype, 'sequence'), ctx_id, name] = 1
+    info = {'dtype': dtype, 'version': 1, 'first': objects[0], 'first_step': steps[0],
+            'last': objects[-1], 'last_step': steps[-1]}
+    if isinstance(objects[0], list):
+        info['record_max_length'] = max(len(o) for o in objects)
+    run.meta_run_tree['traces', ctx_id, name] = info
 
 
 def _close_run(run: BasicRun, end_time: Optional[float]) -> None:

@@ -252,3 +252,59 @@ def test_local_fast_path_leaves_the_tree_aim_run_leaves(tmp_path):
     assert abs(views[0]['created'] - 1_699_999_999.5) < 1e-3 and views[0]['ended'] == 1_700_003_000.25
     assert views[0]['active'] is False
     assert views[0]['texts'] == ['step 0 text', 'step 1 text', 'step 2 text']
+
+
+def _png(seed: int) -> bytes:
+    import io as _io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = (np.arange(4 * 3 * 3).reshape(4, 3, 3) * (seed + 1) % 256).astype('uint8')
+    out = _io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format='PNG')
+    return out.getvalue()
+
+
+def test_bulk_object_sequences_equal_per_point_track(tmp_path):
+    """Object sequences (text, distributions, images with one and several samples a step) written in
+    one batch leave exactly the keys and values of one ``RunTracker._track`` call per point."""
+    import connectors.aim_objects  # noqa: F401
+    from connectors.aim_sink import OBJECT_CONVERTERS
+
+    rich = _rich_run('objects')
+    images = Series('image', 'samples', {'subset': 'validate'})
+    for step in (0, 3, 7):
+        samples = [{'data': _png(step + i), 'format': 'png', 'caption': f'c{i}'} for i in range(1 if step != 3 else 2)]
+        images.append(step, 1_700_000_900.0 + step, samples, step)
+    objects = [s for s in rich.series if s.kind != METRIC] + [images]
+    data = RunData(RunSpec(identity='objects', name='objects', experiment='bulk'), objects)
+
+    bulk_repo, per_point_repo = str(tmp_path / 'bulk'), str(tmp_path / 'per_point')
+    open_repo(bulk_repo)
+    bulk_hash = AimRunWriter(bulk_repo).write(data).hash
+
+    repo = open_repo(per_point_repo)
+    run = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False)
+    for series in objects:
+        converted = [OBJECT_CONVERTERS[series.kind](p) for p in series.values]
+        if any(isinstance(o, list) for o in converted):
+            converted = [o if isinstance(o, list) else [o] for o in converted]
+        for step, wall_time, obj in zip(series.steps, series.wall_times, converted):
+            run._tracker._track(obj, wall_time, series.name, int(step), None, context=series.context)
+    per_point_hash = run.hash
+    run.close()
+
+    bulk_seqs = {k.replace(bulk_hash.encode(), b'HASH'): v
+                 for k, v in _container_items(bulk_repo, 'seqs', bulk_hash).items()}
+    per_point_seqs = {k.replace(per_point_hash.encode(), b'HASH'): v
+                      for k, v in _container_items(per_point_repo, 'seqs', per_point_hash).items()}
+    assert len(bulk_seqs) > 50 and bulk_seqs == per_point_seqs
+
+    def sequence_meta(repo_path, run_hash):
+        parts = (b'\xfetraces\xfe', b'\xfetyped_traces\xfe', b'\xfecontexts\xfe', b'\xfetraces_types\xfe')
+        return {k.replace(run_hash.encode(), b'HASH'): v for k, v in _container_items(repo_path, 'meta', run_hash).items()
+                if any(part in k for part in parts)}
+
+    bulk_meta, per_point_meta = sequence_meta(bulk_repo, bulk_hash), sequence_meta(per_point_repo, per_point_hash)
+    assert len(bulk_meta) > 20 and bulk_meta == per_point_meta
