@@ -22,7 +22,7 @@ __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
-                 'artifacts_skipped')
+                 'runs_skipped', 'artifacts_skipped', 'tags_skipped')
 
 
 class UsageError(Exception):
@@ -151,8 +151,10 @@ def finish(counters: Dict[str, int], elapsed: float, args) -> int:
 
 def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:
     """The end every conversion shares: index the written runs once, write the dead letters to one file."""
+    from pipelines.report import CountContextsFn
     from transforms.runs import IndexRunsFn
 
+    converted['written'] | 'CountContexts' >> beam.ParDo(CountContextsFn())
     (converted['written']
      | 'CollectRuns' >> beam.combiners.ToList()
      | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)))

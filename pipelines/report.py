@@ -181,6 +181,7 @@ _SECTIONS = (
     (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
     (('artifacts read', 'artifacts_read'), ('artifacts skipped', 'artifacts_skipped')),
     (('tags read', 'tags_read'), ('tags skipped', 'tags_skipped')),
+    (('retries', 'retries'),),
 )
 _ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
 _NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends

@@ -27,7 +27,7 @@ __all__ = ['ROOT', 'TEMPLATES', 'EXTRAS', 'setup_requirements', 'closure', 'rend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = ('tf_to_aim', 'mlflow_to_aim')
-EXTRAS = ('gcs', 's3')
+EXTRAS = ('gcs', 's3', 'svg')
 INSTALLER_OWNED = {'pip', 'setuptools', 'wheel'}  # left to the image, as `pip freeze` leaves them
 
 

@@ -266,7 +266,7 @@ def test_s3_down_after_listing_makes_dead_letters_naming_the_file(s3fs_client, s
     url = f's3://{bucket}/logs/{assignment.path}'
     assert {o.source for o in out} == {url}
     # (the listing left the file's size in s3fs's cache, so the open needs no request: the first read fails)
-    assert any(re.fullmatch(rf'file (cannot be opened|read failed [a-z -]+): {re.escape(url)} unreachable after '
+    assert any(re.fullmatch(rf'file (cannot be opened|cannot be read|read failed [a-z -]+): {re.escape(url)} unreachable after '
                             r'3 attempts over \d+\.\d s: EndpointConnectionError: .*', o.reason) for o in out), out
 
 

@@ -341,9 +341,6 @@ def test_tf_report_counts_what_the_logdir_holds(known_logdir, tf_report):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason='tf_to_aim does not count contexts yet: its build() needs the '
-                   "CountContextsFn step that mlflow_to_aim.build() has (pipelines/tf_to_aim.py is not this "
-                   "test's owner's file)")
 def test_tf_report_counts_contexts(tf_report):
     # 5 in the guide's runs (run_2: none, train, validate) + plugins + cut + twice
     assert tf_report[0]['counts']['contexts'] == 8

@@ -8,6 +8,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.aim_sink import AimRunWriter, index_runs
+from connectors.retry import call_with_retry
 from transforms.series import RunData, Skip
 
 __all__ = ['WriteRunsFn', 'IndexRunsFn', 'NAMESPACE']
@@ -38,7 +39,9 @@ class WriteRunsFn(beam.DoFn):
             yield TaggedOutput(SKIPPED, skip)
         points = sum(len(s) for s in data.series) + sum(data.attribute_points.values())
         try:
-            result = self._writer.write(data)
+            # a run write is idempotent, so a transient failure (a busy lock, an Aim server restarting)
+            # is retried whole
+            result = call_with_retry(self._writer.write, data, resource=f'Aim repo {self.repo} run {data.spec.name}')
             written = dict(result.points)
             for kind, count in data.attribute_points.items():  # written as run attributes
                 written[kind] = written.get(kind, 0) + count

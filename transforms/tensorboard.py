@@ -69,6 +69,11 @@ def read_event_file(source: EventFileSource, assignment: EventFileAssignment, ch
         with stream:
             yield from read_event_stream(stream, url, context, chunk_points, file_stats)
     except OSError as error:
+        if not file_stats['records_read']:
+            stats['files_skipped'] += 1
+            stats.update(file_stats)
+            yield Skip(url, f'file cannot be read: {error}', 'file')
+            return
         yield Skip(url, f'file read failed part-way: {error}', 'file')
     if file_stats['records_read'] == 0 and not any(k.startswith('records_skipped') for k in file_stats):
         stats['files_skipped'] += 1
