@@ -220,7 +220,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         print_plan(source, plan, args.repo, describe_runs(source, plan))
         return 0
     started = time.time()
-    p = beam.Pipeline(options=pipeline_options(pipeline_args))
+    p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=sum(len(ids) for _, ids in plan)))
     build(p, args, source, plan)
     result = p.run()
     result.wait_until_finish()

@@ -106,7 +106,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 0
     with watch_progress(pipeline_args, files_total=len(plan.assignments()), runs_total=len(plan.runs)) as progress:
         started = time.time()
-        p = beam.Pipeline(options=pipeline_options(pipeline_args))
+        p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=len(plan.runs)))
         build(p, args, source, listing, progress)
         result = p.run()
         result.wait_until_finish()

@@ -10,6 +10,8 @@ import json
 from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 __all__ = ['Series', 'RunSpec', 'RunData', 'Skip', 'context_key', 'merge_series']
 
 METRIC = 'metric'
@@ -58,6 +60,8 @@ def merge_series(parts: List[Series]) -> Tuple[Series, int]:
     "Last written" is source order: by (source, position). Returns the merged series and the number
     of points it superseded (reported as skipped, never silently dropped).
     """
+    if len(parts) == 1 and _strictly_increasing(parts[0].steps):  # the common case: nothing to merge
+        return parts[0], 0
     parts = sorted(parts, key=lambda s: (s.source, s.positions[0] if len(s.positions) else -1))
     first = parts[0]
     rows = []
@@ -73,6 +77,13 @@ def merge_series(parts: List[Series]) -> Tuple[Series, int]:
             continue
         merged.append(row[0], row[3], row[4], row[2])
     return merged, superseded
+
+
+def _strictly_increasing(steps: array) -> bool:
+    if len(steps) < 2:
+        return True
+    column = np.frombuffer(steps, dtype=np.int64)
+    return bool((column[1:] > column[:-1]).all())
 
 
 @dataclasses.dataclass
