@@ -266,9 +266,10 @@ def _png(seed: int) -> bytes:
     return out.getvalue()
 
 
-def test_bulk_object_sequences_equal_per_point_track(tmp_path):
-    """Object sequences (text, distributions, images with one and several samples a step) written in
-    one batch leave exactly the keys and values of one ``RunTracker._track`` call per point."""
+def test_bulk_sequences_equal_per_point_track_key_by_key(tmp_path):
+    """Metric sequences (NaN, infinities, huge values included) and object sequences (text,
+    distributions, images with one and several samples a step), each written in one batch, leave
+    exactly the RocksDB keys and values of one ``RunTracker._track`` call per point."""
     import connectors.aim_objects  # noqa: F401
     from connectors.aim_sink import OBJECT_CONVERTERS
 
@@ -278,7 +279,8 @@ def test_bulk_object_sequences_equal_per_point_track(tmp_path):
         samples = [{'data': _png(step + i), 'format': 'png', 'caption': f'c{i}'} for i in range(1 if step != 3 else 2)]
         images.append(step, 1_700_000_900.0 + step, samples, step)
     objects = [s for s in rich.series if s.kind != METRIC] + [images]
-    data = RunData(RunSpec(identity='objects', name='objects', experiment='bulk'), objects)
+    metrics = [s for s in rich.series if s.kind == METRIC]
+    data = RunData(RunSpec(identity='objects', name='objects', experiment='bulk'), metrics + objects)
 
     bulk_repo, per_point_repo = str(tmp_path / 'bulk'), str(tmp_path / 'per_point')
     open_repo(bulk_repo)
@@ -286,6 +288,9 @@ def test_bulk_object_sequences_equal_per_point_track(tmp_path):
 
     repo = open_repo(per_point_repo)
     run = Run(repo=repo, system_tracking_interval=None, capture_terminal_logs=False)
+    for series in metrics:
+        for step, wall_time, value in zip(series.steps, series.wall_times, series.values):
+            run._tracker._track(value, wall_time, series.name, int(step), None, context=series.context)
     for series in objects:
         converted = [OBJECT_CONVERTERS[series.kind](p) for p in series.values]
         if any(isinstance(o, list) for o in converted):
