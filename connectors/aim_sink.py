@@ -462,7 +462,11 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
     from aim.storage.structured.sql_engine.models import Experiment, Run, Tag
     from sqlalchemy.orm import selectinload
 
-    session = repo.structured_db.get_session(autocommit=False)
+    # Aim's own session (a thread-local scoped session), so that Aim objects of this process that hold
+    # rows see the commit (it expires them); it is neither closed nor left with autocommit off.
+    session = repo.structured_db.get_session()
+    autocommit = getattr(session, 'autocommit', True)
+    session.autocommit = False
     try:
         runs = _rows_by(session, Run, Run.hash, [p.hash for p in props], selectinload(Run.tags))
         experiments = _rows_by(session, Experiment, Experiment.name, sorted({p.experiment for p in props}))
@@ -490,7 +494,7 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
         session.rollback()
         raise
     finally:
-        session.close()
+        session.autocommit = autocommit
 
 
 def _rows_by(session, model, column, keys: List[str], *options) -> Dict[str, Any]:
