@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterator, List
 
-__all__ = ['free_port', 'Server', 'moto_s3', 'gcs_emulator', 'aim_server', 'S3_ENV', 'GCS_ENV']
+__all__ = ['free_port', 'Server', 'moto_s3', 'gcs_emulator', 'mlflow_server', 'aim_server', 'S3_ENV', 'GCS_ENV']
 
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts sit beside its python
 
@@ -115,6 +115,18 @@ def gcs_emulator() -> Iterator[Server]:
                '--in-memory']
     with _serve(command, '/storage/v1/b', {}, port) as server:
         server.env = {**GCS_ENV, 'STORAGE_EMULATOR_HOST': server.url}
+        yield server
+
+
+@contextlib.contextmanager
+def mlflow_server(root: str, artifacts: List[str] = (), env: Dict[str, str] = None) -> Iterator[Server]:
+    """``mlflow server`` over a SQLite store in ``root``; its artifacts proxied by the server into
+    ``root/artifacts`` unless ``artifacts`` gives other ``mlflow server`` flags for them."""
+    port = free_port()
+    artifact_flags = list(artifacts) or ['--artifacts-destination', f'{root}/artifacts']
+    command = [os.path.join(BIN, 'mlflow'), 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
+               *artifact_flags, '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
+    with _serve(command, '/health', env or {}, port, timeout=120) as server:
         yield server
 
 

@@ -282,15 +282,11 @@ def mlflow_behind_proxy():
     from tests import servers
 
     with scratch_dir() as root:
-        port = servers.free_port()
-        command = [os.path.join(servers.BIN, 'mlflow'), 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
-                   '--artifacts-destination', f'{root}/artifacts', '--host', '127.0.0.1', '--port', str(port),
-                   '--workers', '1']
-        with servers._serve(command, '/health', {}, port, timeout=120) as server:
+        with servers.mlflow_server(root) as server:
             client = MlflowClient(server.url)
             experiment = client.create_experiment('flaky')
             expected = log_many_runs(client, experiment, 3, prefix='flaky', steps=20)
-            with FlakyProxy(port) as proxy:
+            with FlakyProxy(server.port) as proxy:
                 yield proxy, experiment, expected
 
 

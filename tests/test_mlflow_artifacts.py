@@ -108,11 +108,8 @@ def s3_artifact_store(request, s3_server, s3fs_client, monkeypatch):
             experiment = client.create_experiment('remote', artifact_location=f's3://{bucket}/artifacts')
             yield uri, client, experiment, bucket, root
             return
-        port = servers.free_port()
-        command = [f'{servers.BIN}/mlflow', 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
-                   '--default-artifact-root', f's3://{bucket}/artifacts', '--no-serve-artifacts',
-                   '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
-        with servers._serve(command, '/health', env, port, timeout=120) as server:
+        artifacts = ['--default-artifact-root', f's3://{bucket}/artifacts', '--no-serve-artifacts']
+        with servers.mlflow_server(root, artifacts, env) as server:
             client = MlflowClient(server.url)
             experiment = client.create_experiment('remote')
             yield server.url, client, experiment, bucket, root

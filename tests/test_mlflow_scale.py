@@ -31,6 +31,16 @@ def store_1050():
         yield uri, log_many_runs(client, big, RUNS, steps=3)
 
 
+def test_every_run_past_the_first_page_is_planned(store_1050, tmp_path):
+    """The listing follows MLflow's pages: each of the 1,050 runs becomes one Beam element, once."""
+    uri, expected = store_1050
+    args, _ = mlflow_to_aim.parse(['--tracking-uri', uri, '--experiment', 'big', '--repo', str(tmp_path / 'a')])
+    _, plan = mlflow_to_aim.plan_source(args)
+    assert [experiment.name for experiment, _ in plan] == ['big']
+    run_ids = plan[0][1]
+    assert len(run_ids) == len(set(run_ids)) == RUNS and set(run_ids) == set(expected)
+
+
 def read_experiment(repo_path: str, experiment: str):
     """({mlflow run id: run props and attributes}, {mlflow run id: {metric: [(step, value, time)]}})."""
     from aim import Repo
