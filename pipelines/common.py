@@ -47,15 +47,16 @@ def parse_json_flag(flag: str, text: Optional[str]) -> Dict[str, Any]:
 
 
 # From this many runs on, the DirectRunner gets one worker process per core (see pipeline_options).
-PARALLEL_FROM_RUNS = 50
+PARALLEL_FROM_RUNS = 100
 
 
 def pipeline_options(pipeline_args: List[str], runs: int = 0) -> PipelineOptions:
     """Beam options. On the DirectRunner, unless a ``--direct_*`` flag says otherwise, a conversion of
     ``PARALLEL_FROM_RUNS`` runs or more gets one worker process per core; a smaller one runs in the
     launcher's process. Measured on 2 cores (benchmarks/RESULTS.md, runs of ~4,000 points): worker
-    processes cost ~5 s to start (each imports Beam and Aim) and halve the per-run time, so they win
-    from ~40 runs (50 runs: 6.6 s vs 7.5 s; 200 runs: 17 s vs 23 s; 10 runs: 6.7 s vs 1.9 s).
+    processes cost ~5 s to start (each imports Beam and Aim) and nearly halve the per-run time, so they
+    win from somewhere between 40 and 80 runs (10 runs: 6.7 s vs 1.9 s in one process; 50 runs: 6.6 to
+    10.7 s vs 7.5 to 8.9 s, depending on the run; 200 runs: 17 s vs 23 s).
     Threads do not help: decoding holds the GIL. The workers' own INFO logging is turned down to
     errors (it would otherwise flood the terminal)."""
     args = list(pipeline_args)
