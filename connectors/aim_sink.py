@@ -145,7 +145,10 @@ class AimRunWriter:
                 run.description = spec.description
             for key, value in spec.attributes.items():
                 run[key] = value
-            existing_tags = {getattr(tag, 'name', tag) for tag in run.props.tags} if spec.tags else set()
+            # the run's tags become the source's: a tag since removed (or whose value changed) goes
+            existing_tags = {getattr(tag, 'name', tag) for tag in run.props.tags}
+            for tag in sorted(existing_tags - set(spec.tags)):
+                run.remove_tag(tag)
             for tag in spec.tags:
                 if tag not in existing_tags:
                     run.add_tag(tag)
@@ -483,6 +486,8 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
             if p.description is not None:
                 row.description = p.description
             row.finalized_at = _utc(p.finalized_at) or datetime.datetime.utcnow()
+            # the run's tags become the source's: a tag since removed (or whose value changed) goes
+            row.tags[:] = [tag for tag in row.tags if tag.name in p.tags]
             present = {tag.name for tag in row.tags}
             for name in p.tags:
                 if name not in present:

@@ -227,11 +227,16 @@ def test_local_fast_path_leaves_the_tree_aim_run_leaves(tmp_path):
     repos), byte for byte, including a re-write of the same run."""
     fast_repo, aim_run_repo = str(tmp_path / 'fast'), str(tmp_path / 'aim_run')
     data = _rich_run('run-everything')
-    for repo_path, write in ((fast_repo, lambda w: w.write(data)),
-                             (aim_run_repo, lambda w: w._write_with_aim_run(run_hash_for(data.spec.identity), data))):
+    earlier = _rich_run('run-everything')
+    earlier.spec.tags = ['alpha', 'beta=0', 'gone']  # the source's tags when first converted
+    for repo_path in (fast_repo, aim_run_repo):
         open_repo(repo_path)
-        for _ in range(2):  # a re-run rewrites the same run
-            result = write(AimRunWriter(repo_path))
+        for version in (earlier, data, data):  # re-runs rewrite the same run, tags included
+            writer = AimRunWriter(repo_path)
+            if repo_path == fast_repo:
+                result = writer.write(version)
+            else:
+                result = writer._write_with_aim_run(run_hash_for(version.spec.identity), version)
             props = [result.props] if hasattr(result, 'props') and result.props else []
             index_runs(repo_path, [run_hash_for(data.spec.identity)], props)
     run_hash = run_hash_for(data.spec.identity)
