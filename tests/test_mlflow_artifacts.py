@@ -1,4 +1,4 @@
-"""MLflow artifacts end to end: SVG figures become PNG images, and artifacts on a remote (S3) artifact
+"""MLflow artifacts end to end: SVG figures become PNG images, and artifacts on a remote (S3, GCS) artifact
 store come through MLflow's own artifact repository, with no temporary download left behind. Logged with
 the real MLflow client, converted by the pipeline, read back through the Aim SDK."""
 from __future__ import annotations
@@ -115,8 +115,11 @@ def s3_artifact_store(request, s3_server, s3fs_client, monkeypatch):
             yield server.url, client, experiment, bucket, root
 
 
-def test_artifacts_on_s3_are_converted_and_no_download_is_left(s3_artifact_store, s3fs_client, tmp_path,
-                                                              monkeypatch):
+def _convert_leaving_no_download(uri, client, experiment, root, stored_paths, tmp_path, monkeypatch):
+    """Logs a rich run and a plain one into ``experiment`` (whose artifacts live in a remote store),
+    checks that ``stored_paths()`` (every object path in the store) holds the rich run's artifacts and
+    that nothing was written under ``root``; then converts and checks that no download is left behind
+    and that everything came through."""
     import os
     import tempfile
     import threading
@@ -125,13 +128,11 @@ def test_artifacts_on_s3_are_converted_and_no_download_is_left(s3_artifact_store
     from samples.mlflow_store import log_many_runs, log_rich_run
     from tests.test_mlflow_to_aim import assert_converted
 
-    uri, client, experiment, bucket, root = s3_artifact_store
-    expected = log_rich_run(client, experiment, 'on-s3', salt=6, steps=5)
+    expected = log_rich_run(client, experiment, 'on-remote', salt=6, steps=5)
     expected.update(log_many_runs(client, experiment, 1, prefix='plain'))
-    (rich_id,) = [k for k, v in expected.items() if v['name'] == 'on-s3']
+    (rich_id,) = [k for k, v in expected.items() if v['name'] == 'on-remote']
     # the artifacts are in the bucket, and nowhere on this disk
-    stored = sorted(path.split(f'{rich_id}/artifacts/', 1)[1]
-                    for path in s3fs_client.find(f'{bucket}/artifacts') if rich_id in path)
+    stored = sorted(path.split(f'{rich_id}/artifacts/', 1)[1] for path in stored_paths() if rich_id in path)
     assert stored == sorted([*expected[rich_id]['artifacts'], *expected[rich_id]['skipped_artifacts']])
     assert not [f for _, _, files in os.walk(root) for f in files if f.endswith(('.png', '.wav', '.svg'))]
 
@@ -167,3 +168,38 @@ def test_artifacts_on_s3_are_converted_and_no_download_is_left(s3_artifact_store
     assert_converted(repo, expected)
     letters = [json.loads(line) for line in open(tmp_path / 'skipped.jsonl')]
     assert [s['source'].split('/', 1)[1] for s in letters if s['kind'] == 'artifact'] == ['model/weights.bin']
+
+
+def test_artifacts_on_s3_are_converted_and_no_download_is_left(s3_artifact_store, s3fs_client, tmp_path,
+                                                              monkeypatch):
+    uri, client, experiment, bucket, root = s3_artifact_store
+    _convert_leaving_no_download(uri, client, experiment, root, lambda: s3fs_client.find(f'{bucket}/artifacts'),
+                                 tmp_path, monkeypatch)
+
+
+# ------------------------------------------------------------------ artifacts on GCS (gcp-storage-emulator)
+
+def test_artifacts_on_gcs_are_converted_and_no_download_is_left(gcs_server, gcsfs_client, tmp_path, monkeypatch):
+    """A SQLite store whose experiment's artifact location is ``gs://…``: MLflow's GCS artifact repository
+    (google-cloud-storage) writes and reads the emulator's bucket. With ``STORAGE_EMULATOR_HOST`` set,
+    ``google.cloud.storage.Client()`` talks to it with anonymous credentials (no project or key needed)."""
+    import uuid
+
+    from mlflow import MlflowClient
+
+    for key, value in gcs_server.env.items():
+        monkeypatch.setenv(key, value)
+    for key in ('GOOGLE_APPLICATION_CREDENTIALS', 'GOOGLE_CLOUD_PROJECT', 'API_ENDPOINT_OVERRIDE'):
+        monkeypatch.delenv(key, raising=False)  # only the emulator variable may lead the client there
+    bucket = f'mlflow-{uuid.uuid4().hex[:12]}'
+    gcsfs_client.mkdir(bucket)
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        experiment = client.create_experiment('remote', artifact_location=f'gs://{bucket}/artifacts')
+
+        def stored_paths():
+            gcsfs_client.invalidate_cache()
+            return gcsfs_client.find(f'{bucket}/artifacts')
+
+        _convert_leaving_no_download(uri, client, experiment, root, stored_paths, tmp_path, monkeypatch)
