@@ -22,7 +22,8 @@ setup(
         'pillow==12.3.0',
     ],
     extras_require={
-        'gcs': ['gcsfs==2026.10.0'],
+        # google-cloud-storage: MLflow's gs:// artifact repository imports it (gcsfs needs it too)
+        'gcs': ['gcsfs==2026.10.0', 'google-cloud-storage==3.17.1'],
         's3': ['s3fs==2026.9.0'],
         'samples': ['tensorboardX==2.6.5'],
         # SVG artifacts → aim.Image: rasterized to PNG by resvg (a Rust wheel, no system library)
