@@ -41,7 +41,7 @@ from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
 from aim.storage.prefixview import PrefixView
 from aim.storage.rockscontainer import RocksContainer
-from aim.storage.utils import ArrayFlag
+from aim.storage.utils import BLOB, ArrayFlag
 
 from transforms.series import METRIC, RunData, Series
 
@@ -109,6 +109,8 @@ class WrittenRun:
     hash: str
     points: Dict[str, int]  # by kind
     props: Optional[RunProps]  # None when already written (remote repos: by the server)
+    # every (key, value) of the run's meta container as written, for the repo index (local repos only)
+    meta_records: Optional[Tuple[Tuple[bytes, bytes], ...]] = None
 
 
 class AimRunWriter:
@@ -133,7 +135,7 @@ class AimRunWriter:
             run.close(end_time=spec.end_time)
         props = RunProps(run_hash, spec.name, spec.experiment, spec.description, tuple(spec.tags),
                          spec.creation_time, spec.end_time)
-        return WrittenRun(run_hash, written, props)
+        return WrittenRun(run_hash, written, props, run.meta_records)
 
     def _write_with_aim_run(self, run_hash: str, data: RunData) -> Dict[str, int]:
         spec = data.spec
@@ -195,6 +197,7 @@ class _LocalRun:
         self._lock = repo.request_run_lock(run_hash)
         self._lock.lock()
         self._containers: List[RocksContainer] = []
+        self.meta_records: Optional[Tuple[Tuple[bytes, bytes], ...]] = None
         try:
             # opened directly, not through repo.request_container: its pool would hand a closed container
             # back to a later write of the same run in this process
@@ -223,11 +226,16 @@ class _LocalRun:
         self.meta_attrs_tree[key] = value
 
     def close(self, end_time: Optional[float]) -> None:
-        """Stamp the end time (the source's, else now, as Aim does) and flush and close the containers."""
+        """Stamp the end time (the source's, else now, as Aim does), keep the meta container's records
+        for the index (``meta_records``: the index step then need not reopen the run), and flush and
+        close the containers."""
         try:
             if end_time is None:
                 end_time = datetime.datetime.now(pytz.utc).timestamp()
             self.meta_run_tree['end_time'] = end_time
+            # values stored as blobs come as lazy BLOBs that read through this container: loaded now
+            self.meta_records = tuple((key, BLOB(data=value.load()) if isinstance(value, BLOB) else value)
+                                      for key, value in self._containers[0].items())
         finally:
             self._release()
 
@@ -436,11 +444,15 @@ def _close_run(run: BasicRun, end_time: Optional[float]) -> None:
     run.close()
 
 
-def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = ()) -> int:
+def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = (),
+               meta_records: Optional[Dict[str, Tuple[Tuple[bytes, bytes], ...]]] = None) -> int:
     """Make written runs visible to ``Repo.iter_runs``/queries at once (what ``aim storage reindex``
     does), after writing their deferred SQLite ``props`` in one transaction. Call once, from one
     process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
-    the server (``aim server`` keeps no index manager, so remote runs would stay unlisted)."""
+    the server (``aim server`` keeps no index manager, so remote runs would stay unlisted).
+
+    A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in one
+    write batch for all such runs; any other run's meta container is opened and read, as Aim does."""
     hashes = sorted(set(run_hashes))
     repo = open_repo(repo_uri, create=False)
     props = sorted(props, key=lambda p: p.hash)
@@ -448,12 +460,25 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
         _write_props(repo, props)
     if not hashes:
         return 0
+    meta_records = meta_records or {}
     # What aim.sdk.index_manager.RepoIndexManager.index does, without its file watchers (their threads
-    # keep Aim's at-exit cleanup waiting).
+    # keep Aim's at-exit cleanup waiting): per run, ``finalize`` of its meta subtree into the index,
+    # which clears the run's prefix in the index and copies every record of the run's meta container.
     index = repo._get_index_tree('meta', 0).view(())
     for run_hash in hashes:
-        repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
-            .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
+        if run_hash not in meta_records:
+            repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
+                .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
+    if meta_records:  # the same operations as finalize, from the kept records, in one batch
+        index_container = index.container
+        batch = index_container.batch()
+        for run_hash in hashes:
+            if run_hash in meta_records:
+                prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
+                index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
+                for key, value in meta_records[run_hash]:
+                    index_container.set(key, value, store_batch=batch)
+        index_container.commit(batch)
     return len(hashes)
 
 

@@ -3,6 +3,8 @@ Aim's own per-point path (``run._tracker._track``, what ``aim convert`` calls) l
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from typing import Dict, List, Tuple
 
 import pytest
@@ -257,6 +259,50 @@ def test_local_fast_path_leaves_the_tree_aim_run_leaves(tmp_path):
     assert abs(views[0]['created'] - 1_699_999_999.5) < 1e-3 and views[0]['ended'] == 1_700_003_000.25
     assert views[0]['active'] is False
     assert views[0]['texts'] == ['step 0 text', 'step 1 text', 'step 2 text']
+
+
+
+def _index_items(repo_path: str) -> Dict[bytes, bytes]:
+    from aim.storage.rockscontainer import RocksContainer
+    from aim.storage.utils import BLOB
+    import os
+    container = RocksContainer(os.path.join(open_repo(repo_path, create=False).path, 'meta', 'index'),
+                               read_only=True)
+    try:
+        return {k: (b'blob:' + bytes(v.load()) if isinstance(v, BLOB) else v) for k, v in container.items()}
+    finally:
+        container.close()
+
+
+def test_index_from_the_writers_records_equals_aims_finalize(tmp_path):
+    """``index_runs`` indexes a run from the meta records its writer kept (no reopening); the repo index
+    must hold exactly what Aim's ``finalize`` of the run's meta container leaves, also after a re-write
+    that drops a sequence from a run whose meta container was deleted (so only the index's clearing
+    of the run's prefix removes its stale traces), with another run indexed alongside."""
+    by_records, by_finalize = str(tmp_path / 'records'), str(tmp_path / 'finalize')
+    first = _rich_run('indexed')
+    first.spec.tags = ['alpha', 'old']
+    again = _rich_run('indexed')
+    again.series = again.series[1:]
+    other = _rich_run('other')
+    for repo_path in (by_records, by_finalize):
+        open_repo(repo_path)
+        for batch in ([first, other], [again]):
+            if batch == [again]:  # the run's chunk is gone (deleted by hand): the index keeps stale traces
+                shutil.rmtree(os.path.join(open_repo(repo_path, create=False).path, 'meta', 'chunks',
+                                           run_hash_for('indexed')))
+            written = [AimRunWriter(repo_path).write(data) for data in batch]
+            assert all(w.meta_records for w in written)
+            records = {w.hash: w.meta_records for w in written} if repo_path == by_records else None
+            index_runs(repo_path, [w.hash for w in written], [w.props for w in written], records)
+    got, want = _index_items(by_records), _index_items(by_finalize)
+    assert sorted(got) == sorted(want) and got == want
+    assert any(run_hash_for('other').encode() in k for k in got)
+    assert any(v.startswith(b'blob:') for v in got.values())  # blob values (distribution edges) included
+    dropped = first.series[0].name.encode()
+    assert not any(dropped in k and run_hash_for('indexed').encode() in k for k in got)
+    repo = open_repo(by_records, create=False)
+    assert sorted(r.name for r in repo.iter_runs()) == ['run with everything', 'run with everything']
 
 
 def _png(seed: int) -> bytes:

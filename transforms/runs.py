@@ -59,7 +59,7 @@ class WriteRunsFn(beam.DoFn):
         if self.progress is not None:
             self.progress.record('runs', 1, sum(written.values()))
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
-               'contexts': sorted({str(s.context) for s in data.series})}
+               'meta_records': result.meta_records, 'contexts': sorted({str(s.context) for s in data.series})}
 
 
 class IndexRunsFn(beam.DoFn):
@@ -71,4 +71,5 @@ class IndexRunsFn(beam.DoFn):
 
     def process(self, results: List[Dict[str, Any]]):
         yield index_runs(self.repo, [r['hash'] for r in results],
-                         [r['props'] for r in results if r['props'] is not None])
+                         [r['props'] for r in results if r['props'] is not None],
+                         {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
