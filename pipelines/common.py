@@ -75,8 +75,12 @@ def default_skipped_path(repo: str) -> str:
     return os.path.abspath(repo.rstrip('/')) + '.skipped.jsonl'
 
 
-def check_repo_writable(repo: str) -> None:
-    """A local repo must be creatable/writable; a remote one must answer (checked by the sink module)."""
+def check_repo_writable(repo: str, early=None) -> None:
+    """A local repo must be creatable/writable; a remote one must answer (checked by the sink module).
+    ``early`` (a ``pipelines.early_repo.EarlyRepo``) is a repo already being created for this command:
+    if it is this one and it was created, it is taken as is."""
+    if early is not None and early.claim(repo):
+        return
     if repo.startswith('aim://'):
         from connectors.aim_remote import check_server
         check_server(repo)

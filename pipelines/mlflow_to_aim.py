@@ -10,11 +10,19 @@ element. Flags this module does not know go to Beam untouched.
 """
 from __future__ import annotations
 
+import sys
+
+# Run as a program, a new local repo is created (pipelines.early_repo) while the imports below load.
+if __name__ == '__main__':
+    from pipelines import early_repo
+    EARLY_REPO = early_repo.start(sys.argv[1:])
+else:
+    EARLY_REPO = None
+
 import argparse
 import dataclasses
 import logging
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -213,7 +221,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         args, pipeline_args = parse(argv)
         source, plan = plan_source(args)
         if not args.dry_run:
-            check_repo_writable(args.repo)
+            check_repo_writable(args.repo, early=EARLY_REPO if argv is None else None)
     except UsageError as error:
         fail_usage(PROG, error)
     if args.dry_run:

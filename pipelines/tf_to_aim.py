@@ -7,12 +7,20 @@ Flags this module does not know (``--runner``, ``--direct_num_workers``...) go t
 """
 from __future__ import annotations
 
+import sys
+
+# Run as a program, a new local repo is created (pipelines.early_repo) while the imports below load.
+if __name__ == '__main__':
+    from pipelines import early_repo
+    EARLY_REPO = early_repo.start(sys.argv[1:])
+else:
+    EARLY_REPO = None
+
 import argparse
 import json
 import logging
 import os
 import posixpath
-import sys
 import time
 from typing import List, Optional, Tuple
 
@@ -97,7 +105,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         args, pipeline_args = parse(argv)
         source, listing, plan = plan_source(args)
         if not args.dry_run:
-            check_repo_writable(args.repo)
+            check_repo_writable(args.repo, early=EARLY_REPO if argv is None else None)
     except UsageError as error:
         fail_usage(PROG, error)
     warn_ignored(source, plan)
