@@ -18,7 +18,7 @@ from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS', 'finish_outputs']
+           'SKIP_COUNTERS', 'finish_outputs', 'exit_program']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
@@ -27,6 +27,17 @@ SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_sk
 
 class UsageError(Exception):
     """A bad flag or value: reported as one line, exit status 2, before any work starts."""
+
+
+def exit_program(status: int) -> None:
+    """Exit a finished command without Python's final garbage collection of every Beam and Aim object
+    (~0.7 s on this machine, measured): ``gc.freeze`` moves them out of the collector's reach. Nothing
+    of ours depends on that collection: repos, containers and files are closed explicitly or by
+    Aim's at-exit cleanup, which still runs. For programs only; a process that goes on would leak."""
+    import gc
+
+    gc.freeze()
+    sys.exit(status)
 
 
 def fail_usage(prog: str, error: Exception) -> None:

@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 
 from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
-from pipelines.common import (UsageError, check_repo_writable, finish, finish_outputs, default_skipped_path,
-                              fail_usage, pipeline_options, read_counters)
+from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
+                              finish, finish_outputs, pipeline_options, read_counters)
 from pipelines.report import print_tree
 from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
@@ -237,4 +237,4 @@ def run(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    exit_program(run())

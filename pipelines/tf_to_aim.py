@@ -27,8 +27,9 @@ from typing import List, Optional, Tuple
 import apache_beam as beam
 
 from connectors.event_files import EventFileSource, SourceError
-from pipelines.common import (UsageError, check_repo_writable, finish_outputs, default_skipped_path, fail_usage,
-                              finish, parse_json_flag, pipeline_options, read_counters, watch_progress)
+from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
+                              finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
+                              watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import print_plan
 from transforms.classify import Plan, classify
@@ -124,4 +125,4 @@ def run(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    exit_program(run())

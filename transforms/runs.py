@@ -1,6 +1,9 @@
 """Writing runs to Aim from Beam: the DoFn around ``connectors.aim_sink`` and the final index step."""
 from __future__ import annotations
 
+import gc
+import json
+import os
 from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
@@ -32,6 +35,10 @@ class WriteRunsFn(beam.DoFn):
     def setup(self):
         self._writer = AimRunWriter(self.repo)
 
+    def teardown(self):
+        if in_direct_runner_worker_process():  # it exits next: see pipelines.common.exit_program
+            gc.freeze()
+
     def process(self, element: Tuple[RunData, List[Skip]]):
         data, skips = element
         for skip in skips:
@@ -60,6 +67,18 @@ class WriteRunsFn(beam.DoFn):
             self.progress.record('runs', 1, sum(written.values()))
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
                'meta_records': result.meta_records, 'contexts': sorted({str(s.context) for s in data.series})}
+
+
+def in_direct_runner_worker_process() -> bool:
+    """True in a worker process the DirectRunner started (``--direct_running_mode=multi_processing``),
+    which exits once its DoFns are torn down."""
+    if 'CONTROL_API_SERVICE_DESCRIPTOR' not in os.environ:  # set for Beam's SDK worker processes
+        return False
+    try:
+        options = json.loads(os.environ.get('PIPELINE_OPTIONS') or '{}')
+    except ValueError:
+        return False
+    return isinstance(options, dict) and options.get('beam:option:direct_running_mode:v1') == 'multi_processing'
 
 
 class IndexRunsFn(beam.DoFn):
