@@ -11,6 +11,7 @@ the sink turns into an Aim object.
 from __future__ import annotations
 
 import collections
+from array import array
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -19,6 +20,7 @@ from tensorboard.compat.proto import event_pb2, types_pb2
 from tensorboard.util import tensor_util
 
 from connectors.tfrecord import Problem, Record, iter_records
+from transforms.scalar_columns import SCALAR_TENSOR, SIMPLE_VALUE, ScalarColumns, match_scalars
 from transforms.series import METRIC, Series, Skip
 
 __all__ = [
@@ -137,108 +139,226 @@ def read_event_stream(
     stats: Optional[collections.Counter] = None,
 ) -> Iterator[Union[List[Series], Skip]]:
     """Read one event file: yield chunks (lists of ``Series``, about ``chunk_points`` points each)
-    and ``Skip`` dead letters, in file order. ``stats`` (if given) receives the counts."""
+    and ``Skip`` dead letters. ``stats`` (if given) receives the counts.
+
+    Records are decoded in batches: the scalar records of a batch column-wise (``scalar_columns``),
+    every other record one by one through its ``Event`` proto, in file order."""
     stats = stats if stats is not None else collections.Counter()
-    decoder = EventDecoder()
-    # The two scalar encodings (tensorboardX's ``simple_value``, TF2's float32 scalar tensor of the
-    # ``scalars`` plugin) are decoded inline, without a call per value, unless a registry entry has
-    # replaced their decoder; an event holding anything else goes through ``decoder.decode`` whole.
-    tag_metadata = decoder._metadata  # the inline path keeps the decoder's per-tag metadata current
-    inline_simple = VALUE_DECODERS.get('simple_value') is _simple_value
-    inline_tensor = PLUGIN_DECODERS.get('scalars') is _scalar_tensor
-    dt_float = types_pb2.DT_FLOAT
-    from_string = event_pb2.Event.FromString
-    # (kind, tag) -> (series, and the bound appends of its columns)
-    columns: Dict[Tuple[str, str], tuple] = {}
-    unsupported: Dict[str, int] = collections.Counter()
-    records_read = 0
-    pending = 0
-
-    def take_chunk() -> List[Series]:
-        chunk = [entry[0] for entry in columns.values()]
-        columns.clear()
-        for part in chunk:
-            stats[f'points_read:{part.kind}'] += len(part)
-        return chunk
-
-    def target_of(kind: str, tag: str) -> tuple:
-        part = Series(kind, tag, dict(context or {}), source=source)
-        entry = columns[(kind, tag)] = (part, part.steps.append, part.wall_times.append, part.values.append,
-                                        part.positions.append)
-        return entry
-
+    reader = _BatchDecoder(source, context, stats)
+    batch_size = max(1, min(chunk_points, _BATCH_RECORDS))
+    batch: List[Record] = []
     try:
-        for item in iter_records(stream):
-            if item.__class__ is Problem:
-                stats[f'records_skipped:{item.kind}'] += 1
-                yield Skip(source, item.reason, 'record', offset=item.offset)
-                continue
-            records_read += 1
-            offset = item.offset
-            try:
-                event = from_string(item.payload)
-            except DecodeError as error:
-                stats['records_skipped:undecodable'] += 1
-                yield Skip(source, f'record is not an Event proto: {error}', 'record', offset=offset)
-                continue
-            inline = []
-            if event.WhichOneof('what') == 'summary':
-                for value in event.summary.value:
-                    tag = value.tag
-                    field = value.WhichOneof('value')
-                    if field == 'simple_value' and inline_simple:
-                        if value.HasField('metadata'):
-                            tag_metadata[tag] = value.metadata
-                        inline.append((tag, float(value.simple_value)))
-                        continue
-                    if field == 'tensor' and inline_tensor:
-                        metadata = value.metadata if value.HasField('metadata') else tag_metadata.get(tag)
-                        tensor = value.tensor
-                        if (metadata is not None and metadata.plugin_data.plugin_name == 'scalars'
-                                and tensor.dtype == dt_float and not tensor.tensor_content
-                                and len(tensor.float_val) == 1 and not tensor.tensor_shape.dim):
-                            if value.HasField('metadata'):
-                                tag_metadata[tag] = metadata
-                            inline.append((tag, float(tensor.float_val[0])))
-                            continue
-                    inline = None  # something else: the whole event goes through the decoder
-                    break
-            else:
-                inline = None
-            step, wall_time = event.step, event.wall_time
-            if inline is not None:
-                for tag, number in inline:
-                    entry = columns.get((METRIC, tag)) or target_of(METRIC, tag)
-                    entry[1](step)
-                    entry[2](wall_time)
-                    entry[3](number)
-                    entry[4](offset)
-                pending += len(inline)
-            else:
-                for decoded in decoder.decode(event):
-                    if isinstance(decoded, UnsupportedValue):
-                        unsupported[str(decoded)] += 1
-                        continue
-                    kind, tag, payload = decoded
-                    entry = columns.get((kind, tag)) or target_of(kind, tag)
-                    entry[1](step)
-                    entry[2](wall_time)
-                    entry[3](payload)
-                    entry[4](offset)
-                    pending += 1
-            if pending >= chunk_points:
-                yield take_chunk()
-                pending = 0
-        if columns:
-            yield take_chunk()
+        try:
+            for item in iter_records(stream):
+                if item.__class__ is Problem:
+                    stats[f'records_skipped:{item.kind}'] += 1
+                    yield Skip(source, item.reason, 'record', offset=item.offset)
+                    continue
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    full, batch = batch, []
+                    yield from reader.decode(full)
+                    if reader.pending >= chunk_points:
+                        yield reader.take_chunk()
+        except Exception:
+            # the stream failed part-way: what it gave is decoded and counted as read (the chunk in
+            # hand is then lost, as the caller reports)
+            last, batch = batch, []
+            yield from reader.decode(last)
+            raise
+        last, batch = batch, []
+        yield from reader.decode(last)
+        if reader.columns:
+            yield reader.take_chunk()
     finally:
-        # what was read is counted even if the stream fails part-way (the chunk in hand is then lost)
-        stats['records_read'] += records_read
-        for entry in columns.values():
+        stats['records_read'] += reader.records_read
+        for entry in reader.columns.values():
             stats[f'points_read:{entry[0].kind}'] += len(entry[0])
-    for reason, count in sorted(unsupported.items()):
+    for reason, count in sorted(reader.unsupported.items()):
         stats['points_skipped:unsupported'] += count
         yield Skip(source, reason, 'point', count=count)
+
+
+_BATCH_RECORDS = 4096
+
+
+class _BatchDecoder:
+    """The state of one file's decoding: its series in progress (``columns``), the per-tag plugin
+    metadata (carried from a tag's first event to its later ones), and the counts."""
+
+    def __init__(self, source: str, context: Optional[Dict[str, str]], stats: collections.Counter):
+        self.source = source
+        self.context = context
+        self.stats = stats
+        self.decoder = EventDecoder()
+        self.tag_metadata = self.decoder._metadata  # the inline path keeps the decoder's metadata current
+        # The two scalar encodings are decoded without a call per value (column-wise, or inline)
+        # unless a registry entry has replaced their decoder.
+        self.inline_simple = VALUE_DECODERS.get('simple_value') is _simple_value
+        self.inline_tensor = PLUGIN_DECODERS.get('scalars') is _scalar_tensor
+        # (kind, tag) -> (series, and the bound appends of its columns)
+        self.columns: Dict[Tuple[str, str], tuple] = {}
+        self.unsupported: Dict[str, int] = collections.Counter()
+        self.records_read = 0
+        self.pending = 0
+
+    def take_chunk(self) -> List[Series]:
+        chunk = [entry[0] for entry in self.columns.values()]
+        self.columns.clear()
+        for part in chunk:
+            self.stats[f'points_read:{part.kind}'] += len(part)
+        self.pending = 0
+        return chunk
+
+    def _target(self, kind: str, tag: str) -> tuple:
+        entry = self.columns.get((kind, tag))
+        if entry is None:
+            part = Series(kind, tag, dict(self.context or {}), source=self.source)
+            entry = self.columns[(kind, tag)] = (part, part.steps.append, part.wall_times.append,
+                                                 part.values.append, part.positions.append)
+        return entry
+
+    def decode(self, batch: List[Record]) -> Iterator[Skip]:
+        """Decode a batch of records into ``columns``; yield dead letters for undecodable ones."""
+        if not batch:
+            return
+        self.records_read += len(batch)
+        fast = self._match(batch)
+        events = self._parse(batch, fast)
+        if fast is not None and not self._tensor_rows_are_scalars(fast, events):
+            fast, events = None, self._parse(batch, None)  # rare: everything one by one, in order
+        for i, event in events:
+            if isinstance(event, DecodeError):
+                self.stats['records_skipped:undecodable'] += 1
+                yield Skip(self.source, f'record is not an Event proto: {event}', 'record', offset=batch[i].offset)
+                continue
+            self._decode_event(event, batch[i].offset)
+        if fast is not None and len(fast.index):
+            self._append_columns(fast, batch)
+
+    def _match(self, batch: List[Record]) -> Optional[ScalarColumns]:
+        if not (self.inline_simple or self.inline_tensor) or len(batch) < _MIN_COLUMN_BATCH:
+            return None
+        lengths = np.fromiter((len(r.payload) for r in batch), dtype=np.int64, count=len(batch))
+        starts = np.zeros(len(batch), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        fast = match_scalars(b''.join([r.payload for r in batch]), starts, lengths)
+        if not (self.inline_simple and self.inline_tensor):
+            fast = fast.select(fast.form == (SIMPLE_VALUE if self.inline_simple else SCALAR_TENSOR))
+        return fast
+
+    def _parse(self, batch: List[Record], fast: Optional[ScalarColumns]) -> List[Tuple[int, Any]]:
+        """(index, Event or DecodeError) of every record not decoded column-wise, in order."""
+        skip = set(fast.index.tolist()) if fast is not None else ()
+        from_string = event_pb2.Event.FromString
+        out = []
+        for i, record in enumerate(batch):
+            if i in skip:
+                continue
+            try:
+                out.append((i, from_string(record.payload)))
+            except DecodeError as error:
+                out.append((i, error))
+        return out
+
+    def _tensor_rows_are_scalars(self, fast: ScalarColumns, events: List[Tuple[int, Any]]) -> bool:
+        """Whether each column-wise scalar tensor's tag has ``scalars`` plugin metadata at its record,
+        as the one-by-one path would find (metadata comes from earlier records of the other kind)."""
+        tensor_rows = np.flatnonzero(fast.form == SCALAR_TENSOR)
+        if not len(tensor_rows):
+            return True
+        changes: Dict[str, List[Tuple[int, Any]]] = collections.defaultdict(list)
+        for i, event in events:
+            if not isinstance(event, DecodeError) and event.WhichOneof('what') == 'summary':
+                for value in event.summary.value:
+                    if value.HasField('metadata'):
+                        changes[value.tag].append((i, value.metadata))
+        for tag_id in np.unique(fast.tag_id[tensor_rows]):
+            tag = fast.tags[tag_id]
+            rows = fast.index[tensor_rows[fast.tag_id[tensor_rows] == tag_id]]
+            history = changes.get(tag, [])
+            at = np.searchsorted(np.array([i for i, _ in history], dtype=np.int64), rows) - 1
+            metadata = [history[k][1] if k >= 0 else self.tag_metadata.get(tag) for k in np.unique(at)]
+            if any(m is None or m.plugin_data.plugin_name != 'scalars' for m in metadata):
+                return False
+        return True
+
+    def _decode_event(self, event, offset: int) -> None:
+        tag_metadata = self.tag_metadata
+        inline = []
+        if event.WhichOneof('what') == 'summary':
+            for value in event.summary.value:
+                tag = value.tag
+                field = value.WhichOneof('value')
+                if field == 'simple_value' and self.inline_simple:
+                    if value.HasField('metadata'):
+                        tag_metadata[tag] = value.metadata
+                    inline.append((tag, float(value.simple_value)))
+                    continue
+                if field == 'tensor' and self.inline_tensor:
+                    metadata = value.metadata if value.HasField('metadata') else tag_metadata.get(tag)
+                    tensor = value.tensor
+                    if (metadata is not None and metadata.plugin_data.plugin_name == 'scalars'
+                            and tensor.dtype == _DT_FLOAT and not tensor.tensor_content
+                            and len(tensor.float_val) == 1 and not tensor.tensor_shape.dim):
+                        if value.HasField('metadata'):
+                            tag_metadata[tag] = metadata
+                        inline.append((tag, float(tensor.float_val[0])))
+                        continue
+                inline = None  # something else: the whole event goes through the decoder
+                break
+        else:
+            inline = None
+        step, wall_time = event.step, event.wall_time
+        if inline is not None:
+            for tag, number in inline:
+                entry = self._target(METRIC, tag)
+                entry[1](step)
+                entry[2](wall_time)
+                entry[3](number)
+                entry[4](offset)
+            self.pending += len(inline)
+            return
+        for decoded in self.decoder.decode(event):
+            if isinstance(decoded, UnsupportedValue):
+                self.unsupported[str(decoded)] += 1
+                continue
+            kind, tag, payload = decoded
+            entry = self._target(kind, tag)
+            entry[1](step)
+            entry[2](wall_time)
+            entry[3](payload)
+            entry[4](offset)
+            self.pending += 1
+
+    def _append_columns(self, fast: ScalarColumns, batch: List[Record]) -> None:
+        offsets = np.fromiter((batch[i].offset for i in fast.index.tolist()), dtype=np.int64, count=len(fast.index))
+        for tag_id in np.unique(fast.tag_id):
+            rows = np.flatnonzero(fast.tag_id == tag_id)
+            part = self._target(METRIC, fast.tags[tag_id])[0]
+            before = len(part)
+            part.steps.frombytes(fast.steps[rows].tobytes())
+            part.wall_times.frombytes(fast.wall_times[rows].tobytes())
+            part.values.frombytes(fast.values[rows].tobytes())
+            part.positions.frombytes(offsets[rows].tobytes())
+            if before and part.positions[before - 1] > part.positions[before]:
+                _sort_by_position(part)  # points of this batch decoded one by one came after some of these
+        self.pending += len(fast.index)
+
+
+_MIN_COLUMN_BATCH = 16  # below this, one by one is as fast
+_DT_FLOAT = types_pb2.DT_FLOAT
+
+
+_COLUMN_DTYPES = {'q': np.int64, 'd': np.float64}
+
+
+def _sort_by_position(part: Series) -> None:
+    order = np.argsort(np.frombuffer(part.positions, dtype=np.int64), kind='stable')
+    for name in ('steps', 'wall_times', 'values', 'positions'):
+        column = getattr(part, name)
+        reordered = np.frombuffer(column, dtype=_COLUMN_DTYPES[column.typecode])[order]
+        setattr(part, name, array(column.typecode, reordered.tobytes()))
 
 
 from transforms import plugins as _plugins  # noqa: E402,F401  registers the plugin decoders in every worker
