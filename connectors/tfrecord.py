@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import BinaryIO, Iterator, NamedTuple, Union
+from typing import BinaryIO, Iterator, List, NamedTuple, Union
 
 import crc32c as _crc32c
 
-__all__ = ['Record', 'Problem', 'iter_records', 'masked_crc', 'frame']
+__all__ = ['Record', 'RecordBatch', 'Problem', 'iter_records', 'iter_record_batches', 'masked_crc', 'frame']
 
 _HEADER = struct.Struct('<QI')
 _FOOTER = struct.Struct('<I')
@@ -45,6 +45,12 @@ class Record(NamedTuple):
     """A record that passed both CRCs (a tuple: made once per record, so it must be cheap)."""
     offset: int
     payload: bytes
+
+
+class RecordBatch(NamedTuple):
+    """Consecutive records that passed both CRCs, as two columns."""
+    offsets: List[int]
+    payloads: List[bytes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,57 +115,93 @@ class _Buffer:
 
 
 def iter_records(stream: BinaryIO) -> Iterator[Union[Record, Problem]]:
-    """Every record of the stream in order, and a ``Problem`` for every damaged stretch.
+    """Every record of the stream in order, and a ``Problem`` for every damaged stretch."""
+    for item in iter_record_batches(stream):
+        if item.__class__ is Problem:
+            yield item
+        else:
+            yield from map(Record, item.offsets, item.payloads)
+
+
+def iter_record_batches(stream: BinaryIO, max_records: int = 4096) -> Iterator[Union[RecordBatch, Problem]]:
+    """The records of the stream in order, in batches of at most ``max_records``, and a ``Problem`` for
+    every damaged stretch (between the batches, where it occurred).
 
     The loop for intact records is written flat (local names, ``unpack_from`` on one buffer refilled
-    in 1 MiB reads, the CRC mask inline): it runs once per scalar point on typical event files.
-    Anything unusual goes through ``_Buffer``'s slower, general path."""
+    in 1 MiB reads, the CRC mask inline, two list appends): it runs once per scalar point on typical
+    event files. Anything unusual goes through ``_Buffer``'s slower, general path."""
     buf = _Buffer(stream)
     unpack_header = _HEADER.unpack_from
     unpack_footer = _FOOTER.unpack_from
     crc = _crc32c.crc32c
     delta = _MASK_DELTA
-    while True:
-        data, i = buf._buf, buf._i
-        end = len(data)
-        # fast path: whole records inside the buffer
-        while end - i >= 12:
-            length, length_crc = unpack_header(data, i)
-            c = crc(data[i:i + 8])
-            if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != length_crc or length > _MAX_RECORD:
+    offsets: List[int] = []
+    payloads: List[bytes] = []
+    try:
+        while True:
+            data, i, base = buf._buf, buf._i, buf._base
+            end = len(data)
+            room = max_records - len(payloads)
+            # fast path: whole records inside the buffer
+            while end - i >= 12 and room:
+                length, length_crc = unpack_header(data, i)
+                c = crc(data[i:i + 8])
+                if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != length_crc or length > _MAX_RECORD:
+                    break
+                stop = i + 12 + length
+                if stop + 4 > end:
+                    break
+                payload = data[i + 12:stop]
+                c = crc(payload)
+                if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != unpack_footer(data, stop)[0]:
+                    break
+                offsets.append(base + i)
+                payloads.append(payload)
+                room -= 1
+                i = stop + 4
+            buf._i = i
+            if not room:
+                yield RecordBatch(offsets, payloads)
+                offsets, payloads = [], []
+                continue
+            # slow path: refill, end of stream, or a damaged record
+            offset = buf.pos
+            header = buf.peek(_HEADER.size)
+            if not header:
                 break
-            stop = i + 12 + length
-            if stop + 4 > end:
-                break
-            payload = data[i + 12:stop]
-            c = crc(payload)
-            if ((((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF) != unpack_footer(data, stop)[0]:
-                break
-            yield Record(buf._base + i, payload)
-            i = stop + 4
-        buf._i = i
-        # slow path: refill, end of stream, or a damaged record
-        offset = buf.pos
-        header = buf.peek(_HEADER.size)
-        if not header:
-            return
-        if len(header) < _HEADER.size:
-            yield Problem(offset, f'truncated record header ({len(header)} of 12 bytes) at end of file', 'truncated')
-            return
-        length, length_crc = _HEADER.unpack(header)
-        if masked_crc(header[:8]) != length_crc or length > _MAX_RECORD:
-            yield Problem(offset, 'record length fails its CRC; scanning for the next record', 'length_crc')
-            if not buf.find_header():
+            problem = None
+            if len(header) < _HEADER.size:
+                problem = Problem(offset, f'truncated record header ({len(header)} of 12 bytes) at end of file',
+                                  'truncated')
+            else:
+                length, length_crc = _HEADER.unpack(header)
+                if masked_crc(header[:8]) != length_crc or length > _MAX_RECORD:
+                    problem = Problem(offset, 'record length fails its CRC; scanning for the next record', 'length_crc')
+                else:
+                    body = buf.peek(_HEADER.size + length + _FOOTER.size)
+                    if len(body) < _HEADER.size + length + _FOOTER.size:
+                        problem = Problem(offset, f'truncated record ({len(body)} of {_HEADER.size + length + 4} '
+                                                  'bytes) at end of file', 'truncated')
+                    else:
+                        buf.skip(len(body))
+                        payload = body[_HEADER.size:_HEADER.size + length]
+                        if masked_crc(payload) != _FOOTER.unpack_from(body, _HEADER.size + length)[0]:
+                            problem = Problem(offset, 'record payload fails its CRC', 'payload_crc')
+                        else:
+                            offsets.append(offset)
+                            payloads.append(payload)
+                            continue
+            if payloads:
+                yield RecordBatch(offsets, payloads)
+                offsets, payloads = [], []
+            yield problem
+            if problem.kind == 'truncated':
                 return
-            continue
-        body = buf.peek(_HEADER.size + length + _FOOTER.size)
-        if len(body) < _HEADER.size + length + _FOOTER.size:
-            yield Problem(offset, f'truncated record ({len(body)} of {_HEADER.size + length + 4} bytes) '
-                                  'at end of file', 'truncated')
-            return
-        buf.skip(len(body))
-        payload = body[_HEADER.size:_HEADER.size + length]
-        if masked_crc(payload) != _FOOTER.unpack_from(body, _HEADER.size + length)[0]:
-            yield Problem(offset, 'record payload fails its CRC', 'payload_crc')
-            continue
-        yield Record(offset, payload)
+            if problem.kind == 'length_crc' and not buf.find_header():
+                return
+    except Exception:
+        if payloads:  # the stream failed: what it gave before that is still delivered, then the error
+            yield RecordBatch(offsets, payloads)
+        raise
+    if payloads:
+        yield RecordBatch(offsets, payloads)

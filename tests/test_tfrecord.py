@@ -3,7 +3,7 @@ import io
 
 from hypothesis import given, settings, strategies as st
 
-from connectors.tfrecord import Problem, Record, frame, iter_records
+from connectors.tfrecord import Problem, Record, frame, iter_record_batches, iter_records
 
 
 def records(data: bytes):
@@ -80,3 +80,37 @@ def test_mutations_never_crash_or_invent_records(payload_list, data):
     for item in records(bytes(raw)):
         if isinstance(item, Record):
             assert item.payload in written
+
+
+class _FailingStream(io.BytesIO):
+    """Gives ``good`` bytes in small reads, then fails as a dropped connection would."""
+
+    def __init__(self, data: bytes, good: int):
+        super().__init__(data)
+        self.good = good
+
+    def read(self, n=-1):
+        if self.tell() >= self.good:
+            raise OSError('connection reset')
+        return super().read(min(n if n >= 0 else self.good, 100, self.good - self.tell()))
+
+
+def test_records_before_a_read_failure_are_delivered_then_the_error():
+    payloads = [f'record {i}'.encode() for i in range(50)]
+    data = b''.join(frame(p) for p in payloads)
+    good = len(b''.join(frame(p) for p in payloads[:30])) + 5  # 30 whole records, then part of one
+    got = []
+    try:
+        for item in iter_records(_FailingStream(data, good)):
+            got.append(item.payload)
+        raise AssertionError('the failure was swallowed')
+    except OSError as error:
+        assert str(error) == 'connection reset'
+    assert got == payloads[:30]
+    batches = []
+    try:
+        for batch in iter_record_batches(_FailingStream(data, good), max_records=7):
+            batches.append(len(batch.payloads))
+    except OSError:
+        pass
+    assert batches == [7, 7, 7, 7, 2]

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 from tensorboard.util import tensor_util
 
-from connectors.tfrecord import Problem, Record, iter_records
+from connectors.tfrecord import Problem, RecordBatch, iter_record_batches
 from transforms.scalar_columns import SCALAR_TENSOR, SIMPLE_VALUE, ScalarColumns, match_scalars
 from transforms.series import METRIC, Series, Skip
 
@@ -145,32 +145,18 @@ def read_event_stream(
     every other record one by one through its ``Event`` proto, in file order."""
     stats = stats if stats is not None else collections.Counter()
     reader = _BatchDecoder(source, context, stats)
-    batch_size = max(1, min(chunk_points, _BATCH_RECORDS))
-    batch: List[Record] = []
     try:
-        try:
-            for item in iter_records(stream):
-                if item.__class__ is Problem:
-                    stats[f'records_skipped:{item.kind}'] += 1
-                    yield Skip(source, item.reason, 'record', offset=item.offset)
-                    continue
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    full, batch = batch, []
-                    yield from reader.decode(full)
-                    if reader.pending >= chunk_points:
-                        yield reader.take_chunk()
-        except Exception:
-            # the stream failed part-way: what it gave is decoded and counted as read (the chunk in
-            # hand is then lost, as the caller reports)
-            last, batch = batch, []
-            yield from reader.decode(last)
-            raise
-        last, batch = batch, []
-        yield from reader.decode(last)
+        for item in iter_record_batches(stream, max(1, min(chunk_points, _BATCH_RECORDS))):
+            if item.__class__ is Problem:
+                stats[f'records_skipped:{item.kind}'] += 1
+                yield Skip(source, item.reason, 'record', offset=item.offset)
+                continue
+            yield from reader.decode(item)
+            if reader.pending >= chunk_points:
+                yield reader.take_chunk()
         if reader.columns:
             yield reader.take_chunk()
-    finally:
+    finally:  # what was read is counted even if the stream fails part-way (the chunk in hand is lost)
         stats['records_read'] += reader.records_read
         for entry in reader.columns.values():
             stats[f'points_read:{entry[0].kind}'] += len(entry[0])
@@ -218,45 +204,44 @@ class _BatchDecoder:
                                                  part.values.append, part.positions.append)
         return entry
 
-    def decode(self, batch: List[Record]) -> Iterator[Skip]:
+    def decode(self, batch: RecordBatch) -> Iterator[Skip]:
         """Decode a batch of records into ``columns``; yield dead letters for undecodable ones."""
-        if not batch:
-            return
-        self.records_read += len(batch)
-        fast = self._match(batch)
-        events = self._parse(batch, fast)
+        offsets, payloads = batch
+        self.records_read += len(payloads)
+        fast = self._match(payloads)
+        events = self._parse(payloads, fast)
         if fast is not None and not self._tensor_rows_are_scalars(fast, events):
-            fast, events = None, self._parse(batch, None)  # rare: everything one by one, in order
+            fast, events = None, self._parse(payloads, None)  # rare: everything one by one, in order
         for i, event in events:
             if isinstance(event, DecodeError):
                 self.stats['records_skipped:undecodable'] += 1
-                yield Skip(self.source, f'record is not an Event proto: {event}', 'record', offset=batch[i].offset)
+                yield Skip(self.source, f'record is not an Event proto: {event}', 'record', offset=offsets[i])
                 continue
-            self._decode_event(event, batch[i].offset)
+            self._decode_event(event, offsets[i])
         if fast is not None and len(fast.index):
-            self._append_columns(fast, batch)
+            self._append_columns(fast, offsets)
 
-    def _match(self, batch: List[Record]) -> Optional[ScalarColumns]:
-        if not (self.inline_simple or self.inline_tensor) or len(batch) < _MIN_COLUMN_BATCH:
+    def _match(self, payloads: List[bytes]) -> Optional[ScalarColumns]:
+        if not (self.inline_simple or self.inline_tensor) or len(payloads) < _MIN_COLUMN_BATCH:
             return None
-        lengths = np.fromiter((len(r.payload) for r in batch), dtype=np.int64, count=len(batch))
-        starts = np.zeros(len(batch), dtype=np.int64)
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+        starts = np.zeros(len(payloads), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        fast = match_scalars(b''.join([r.payload for r in batch]), starts, lengths)
+        fast = match_scalars(b''.join(payloads), starts, lengths)
         if not (self.inline_simple and self.inline_tensor):
             fast = fast.select(fast.form == (SIMPLE_VALUE if self.inline_simple else SCALAR_TENSOR))
         return fast
 
-    def _parse(self, batch: List[Record], fast: Optional[ScalarColumns]) -> List[Tuple[int, Any]]:
+    def _parse(self, payloads: List[bytes], fast: Optional[ScalarColumns]) -> List[Tuple[int, Any]]:
         """(index, Event or DecodeError) of every record not decoded column-wise, in order."""
         skip = set(fast.index.tolist()) if fast is not None else ()
         from_string = event_pb2.Event.FromString
         out = []
-        for i, record in enumerate(batch):
+        for i, payload in enumerate(payloads):
             if i in skip:
                 continue
             try:
-                out.append((i, from_string(record.payload)))
+                out.append((i, from_string(payload)))
             except DecodeError as error:
                 out.append((i, error))
         return out
@@ -331,8 +316,8 @@ class _BatchDecoder:
             entry[4](offset)
             self.pending += 1
 
-    def _append_columns(self, fast: ScalarColumns, batch: List[Record]) -> None:
-        offsets = np.fromiter((batch[i].offset for i in fast.index.tolist()), dtype=np.int64, count=len(fast.index))
+    def _append_columns(self, fast: ScalarColumns, record_offsets: List[int]) -> None:
+        offsets = np.asarray(record_offsets, dtype=np.int64)[fast.index]
         for tag_id in np.unique(fast.tag_id):
             rows = np.flatnonzero(fast.tag_id == tag_id)
             part = self._target(METRIC, fast.tags[tag_id])[0]
