@@ -263,6 +263,7 @@ def test_s3_down_after_listing_makes_dead_letters_naming_the_file(s3fs_client, s
     out = list(read_event_file(source, assignment, 100_000, collections.Counter()))
     assert time.monotonic() - started < 10
     assert out and all(isinstance(o, Skip) and o.kind == 'file' for o in out), out  # nothing read, no crash
+    assert len(out) == 1, out  # one dead letter for the file (not also an 'empty event file' one)
     url = f's3://{bucket}/logs/{assignment.path}'
     assert {o.source for o in out} == {url}
     # (the listing left the file's size in s3fs's cache, so the open needs no request: the first read fails)

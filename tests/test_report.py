@@ -170,6 +170,20 @@ def test_parse_report_reads_back_the_fixed_table(letters_file):
     assert (report['elapsed'], report['throughput'], report['aim_up']) == (12.5, 960, '/data/aim')
 
 
+
+def test_retries_are_a_row_when_there_were_any(letters_file):
+    """Transient failures waited out (``connectors.retry``) are counted; the row appears only then."""
+    def table(counters):
+        out = io.StringIO()
+        print_report(counters, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
+        return out.getvalue()
+
+    with_retries = table({**COUNTERS, 'retries': 4})
+    assert '\n  retries                     4\n' in with_retries
+    assert with_retries.index('points skipped') < with_retries.index('retries') < with_retries.index('points by kind')
+    assert with_retries.replace('  retries                     4\n', '') == table(COUNTERS)
+    assert '  retries ' not in table(COUNTERS)
+
 def test_report_rows_keep_the_layout_other_scripts_grep():
     """``runs written`` + 16 spaces + the number, as before (test_remote_aim/test_cloud_sources grep it);
     a longer label still ends its number in the same column."""
