@@ -81,8 +81,7 @@ def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
     try:
         experiments = source.experiments()
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f'cannot list experiments at {source.tracking_uri}: {first_line}') from None
+        raise UsageError(f'cannot list experiments at {source.tracking_uri}: {_first_line(error)}') from None
     chosen, unknown = select_experiments(experiments, args.experiment)
     if unknown:
         raise UsageError(f'--experiment {unknown[0]!r} matches no experiment id or name at {source.tracking_uri}')
@@ -91,9 +90,14 @@ def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
         for experiment_id, run_id in source.run_ids([e.experiment_id for e in chosen]):
             runs[experiment_id].append(run_id)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f'cannot list runs at {source.tracking_uri}: {first_line}') from None
+        raise UsageError(f'cannot list runs at {source.tracking_uri}: {_first_line(error)}') from None
     return source, [(e, runs[e.experiment_id]) for e in chosen]
+
+
+def _first_line(error: Exception) -> str:
+    """An error's message as one line (its first), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan: Plan) -> None:

@@ -306,15 +306,9 @@ def test_index_from_the_writers_records_equals_aims_finalize(tmp_path):
 
 
 def _png(seed: int) -> bytes:
-    import io as _io
+    from samples.tensorboard_plugins import png_bytes, sample_image
 
-    import numpy as np
-    from PIL import Image as PILImage
-
-    pixels = (np.arange(4 * 3 * 3).reshape(4, 3, 3) * (seed + 1) % 256).astype('uint8')
-    out = _io.BytesIO()
-    PILImage.fromarray(pixels).save(out, format='PNG')
-    return out.getvalue()
+    return png_bytes(sample_image(seed, height=4, width=3))
 
 
 def test_bulk_sequences_equal_per_point_track_key_by_key(tmp_path):
