@@ -24,8 +24,10 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+import zlib
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import aimrocks
 import numpy as np
@@ -109,8 +111,10 @@ class WrittenRun:
     hash: str
     points: Dict[str, int]  # by kind
     props: Optional[RunProps]  # None when already written (remote repos: by the server)
-    # every (key, value) of the run's meta container as written, for the repo index (local repos only)
-    meta_records: Optional[Tuple[Tuple[bytes, bytes], ...]] = None
+    # every record of the run's meta container as written, for the repo index (local repos only), packed
+    # by ``_pack_records``: one small bytes object a run (as Python objects, the records of a few hundred
+    # runs held for the index step fragmented the heap by ~0.4 MB a run)
+    meta_records: Optional[bytes] = None
 
 
 class AimRunWriter:
@@ -197,7 +201,7 @@ class _LocalRun:
         self._lock = repo.request_run_lock(run_hash)
         self._lock.lock()
         self._containers: List[RocksContainer] = []
-        self.meta_records: Optional[Tuple[Tuple[bytes, bytes], ...]] = None
+        self.meta_records: Optional[bytes] = None
         try:
             # opened directly, not through repo.request_container: its pool would hand a closed container
             # back to a later write of the same run in this process
@@ -233,9 +237,7 @@ class _LocalRun:
             if end_time is None:
                 end_time = datetime.datetime.now(pytz.utc).timestamp()
             self.meta_run_tree['end_time'] = end_time
-            # values stored as blobs come as lazy BLOBs that read through this container: loaded now
-            self.meta_records = tuple((key, BLOB(data=value.load()) if isinstance(value, BLOB) else value)
-                                      for key, value in self._containers[0].items())
+            self.meta_records = _pack_records(self._containers[0].items())
         finally:
             self._release()
 
@@ -444,8 +446,21 @@ def _close_run(run: BasicRun, end_time: Optional[float]) -> None:
     run.close()
 
 
+def _pack_records(items: Iterable[Tuple[bytes, Any]]) -> bytes:
+    """A container's (key, value) records as one compressed bytes object. Values stored as blobs come
+    as lazy ``BLOB``s reading through the container: they are loaded now, and flagged."""
+    records = [(key, bytes(value.load()), True) if isinstance(value, BLOB) else (key, value, False)
+               for key, value in items]
+    return zlib.compress(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def _unpack_records(packed: bytes) -> Iterator[Tuple[bytes, Any]]:
+    for key, value, is_blob in pickle.loads(zlib.decompress(packed)):
+        yield key, (BLOB(data=value) if is_blob else value)
+
+
 def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = (),
-               meta_records: Optional[Dict[str, Tuple[Tuple[bytes, bytes], ...]]] = None) -> int:
+               meta_records: Optional[Dict[str, bytes]] = None) -> int:
     """Make written runs visible to ``Repo.iter_runs``/queries at once (what ``aim storage reindex``
     does), after writing their deferred SQLite ``props`` in one transaction. Call once, from one
     process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
@@ -469,17 +484,21 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
         if run_hash not in meta_records:
             repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
                 .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
-    if meta_records:  # the same operations as finalize, from the kept records, in one batch
+    if meta_records:  # the same operations as finalize, from the kept records, in batches of runs
         index_container = index.container
-        batch = index_container.batch()
-        for run_hash in hashes:
-            if run_hash in meta_records:
+        indexed = [run_hash for run_hash in hashes if run_hash in meta_records]
+        for start in range(0, len(indexed), _INDEX_BATCH_RUNS):
+            batch = index_container.batch()
+            for run_hash in indexed[start:start + _INDEX_BATCH_RUNS]:
                 prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
                 index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
-                for key, value in meta_records[run_hash]:
+                for key, value in _unpack_records(meta_records[run_hash]):
                     index_container.set(key, value, store_batch=batch)
-        index_container.commit(batch)
+            index_container.commit(batch)
     return len(hashes)
+
+
+_INDEX_BATCH_RUNS = 100  # a write batch holds ~2 MB of records for this many runs
 
 
 def _write_props(repo: Repo, props: List[RunProps]) -> None:
