@@ -339,11 +339,12 @@ _COLUMN_DTYPES = {'q': np.int64, 'd': np.float64}
 
 
 def _sort_by_position(part: Series) -> None:
+    """Reorder the part's columns in place: the decoder holds their bound ``append`` methods."""
     order = np.argsort(np.frombuffer(part.positions, dtype=np.int64), kind='stable')
     for name in ('steps', 'wall_times', 'values', 'positions'):
         column = getattr(part, name)
         reordered = np.frombuffer(column, dtype=_COLUMN_DTYPES[column.typecode])[order]
-        setattr(part, name, array(column.typecode, reordered.tobytes()))
+        column[:] = array(column.typecode, reordered.tobytes())
 
 
 from transforms import plugins as _plugins  # noqa: E402,F401  registers the plugin decoders in every worker
