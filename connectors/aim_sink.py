@@ -466,8 +466,8 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
     the server (``aim server`` keeps no index manager, so remote runs would stay unlisted).
 
-    A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in one
-    write batch for all such runs; any other run's meta container is opened and read, as Aim does."""
+    A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in write
+    batches of ``_INDEX_BATCH_RUNS`` runs; any other run's meta container is opened and read, as Aim does."""
     hashes = sorted(set(run_hashes))
     repo = open_repo(repo_uri, create=False)
     props = sorted(props, key=lambda p: p.hash)

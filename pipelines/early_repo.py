@@ -59,14 +59,15 @@ class EarlyRepo:
         self.path = path
         self.created_root = created_root  # the outermost directory this creation makes
         self.claimed = False
+        # its output is not kept: a creation that fails is redone by the usual check, which reports why
         self._process = subprocess.Popen([sys.executable, '-c', _CREATE, path], cwd=_ROOT,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         atexit.register(self.discard)
 
     def claim(self, repo: str) -> bool:
         """True if the repo at ``repo`` was created here (waiting for it); it is then kept. False if
         ``repo`` is another path or the creation failed (what it made is removed)."""
-        if os.path.abspath(repo) == self.path and self._wait() == 0:
+        if os.path.abspath(repo) == self.path and self._process.wait() == 0:
             self.claimed = True
             return True
         self.discard()
@@ -78,13 +79,8 @@ class EarlyRepo:
             return
         if self._process.poll() is None:
             self._process.kill()
-        self._wait()
+        self._process.wait()
         shutil.rmtree(self.created_root, ignore_errors=True)
-
-    def _wait(self) -> int:
-        if self._process.stderr is not None and not self._process.stderr.closed:
-            self._process.communicate()
-        return self._process.wait()
 
 
 def start(argv: List[str]) -> Optional[EarlyRepo]:

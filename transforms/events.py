@@ -234,14 +234,14 @@ class _BatchDecoder:
 
     def _parse(self, payloads: List[bytes], fast: Optional[ScalarColumns]) -> List[Tuple[int, Any]]:
         """(index, Event or DecodeError) of every record not decoded column-wise, in order."""
-        skip = set(fast.index.tolist()) if fast is not None else ()
+        rest = np.ones(len(payloads), dtype=bool)
+        if fast is not None:
+            rest[fast.index] = False
         from_string = event_pb2.Event.FromString
         out = []
-        for i, payload in enumerate(payloads):
-            if i in skip:
-                continue
+        for i in np.flatnonzero(rest).tolist():
             try:
-                out.append((i, from_string(payload)))
+                out.append((i, from_string(payloads[i])))
             except DecodeError as error:
                 out.append((i, error))
         return out

@@ -27,7 +27,7 @@ __all__ = ['ScalarColumns', 'match_scalars', 'SIMPLE_VALUE', 'SCALAR_TENSOR']
 
 SIMPLE_VALUE, SCALAR_TENSOR = 0, 1
 # after the tag: simple_value (field 2, fixed32) / tensor (field 8) {dtype FLOAT, shape {}, float_val [x]}
-_SIMPLE_TAIL = np.frombuffer(b'\x15', dtype=np.uint8)
+_SIMPLE_TAG = 0x15
 _TENSOR_TAIL = np.frombuffer(b'\x42\x0a\x08\x01\x12\x00\x2a\x04', dtype=np.uint8)
 _MAX_VARINT = 10
 
@@ -81,7 +81,7 @@ def match_scalars(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> Scala
     ok &= (n1 < 0x80) & (n2 < 0x80) & (tl < 0x80) & (tl > 0)
     ok &= (p + 2 + n1 == e) & (n1 == n2 + 2)
     q = p + 6 + tl  # after the tag
-    simple = ok & (n2 == 2 + tl + 5) & (padded[np.minimum(q, len(padded) - 1)] == _SIMPLE_TAIL[0])
+    simple = ok & (n2 == 2 + tl + 5) & (padded[np.minimum(q, len(padded) - 1)] == _SIMPLE_TAG)
     tensor_tail = _gather(padded, np.minimum(q, len(buf)), len(_TENSOR_TAIL))
     tensor = ok & (n2 == 2 + tl + len(_TENSOR_TAIL) + 4) & (tensor_tail == _TENSOR_TAIL).all(axis=1)
     keep = simple | tensor
