@@ -1,11 +1,14 @@
 """A new local repo is created while the launcher loads (``pipelines.early_repo``): the repo it makes is
 Aim's own, and a command that fails or writes nothing leaves no repo behind."""
+import contextlib
 import os
+import sqlite3
 
 import pytest
 
 from aim import Repo
 
+from connectors.aim_sink import open_repo
 from pipelines import early_repo
 from tests.test_cloud_sources import error_lines
 
@@ -43,6 +46,23 @@ def test_a_claimed_repo_is_aims_and_stays(tmp_path):
     repo = Repo.from_path(str(path))  # Aim opens it as an up-to-date repo (no migration needed)
     assert list(repo.list_all_runs()) == []
     assert Repo.check_repo_status(str(path)).name == 'UPDATED'
+
+
+def _schema(repo_path):
+    with contextlib.closing(sqlite3.connect(os.path.join(repo_path, '.aim', 'run_metadata.sqlite'))) as db:
+        return (sorted(db.execute('SELECT type, name, tbl_name, sql FROM sqlite_master')),
+                db.execute('SELECT version_num FROM alembic_version').fetchall())
+
+
+def test_the_early_repo_has_the_schema_aims_own_creation_gives(tmp_path):
+    early = early_repo.start(['--repo', str(tmp_path / 'early')])  # migrated in the subprocess's interpreter
+    assert early.claim(str(tmp_path / 'early'))
+    open_repo(str(tmp_path / 'aims'), create=True)  # Aim's path: alembic in a new interpreter
+    tables, version = _schema(tmp_path / 'early')
+    assert (tables, version) == _schema(tmp_path / 'aims')
+    assert {name for kind, name, _, _ in tables if kind == 'table'} >= {'run', 'experiment', 'tag'}
+    assert version and version[0][0]
+    assert sorted(os.listdir(tmp_path / 'early' / '.aim')) == sorted(os.listdir(tmp_path / 'aims' / '.aim'))
 
 
 def test_an_unclaimed_repo_is_removed_with_the_directories_it_made(tmp_path):

@@ -10,7 +10,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from connectors.aim_sink import AimRunWriter, index_runs
 from connectors.retry import call_with_retry
 from transforms.series import RunData, Skip
 
@@ -33,6 +32,8 @@ class WriteRunsFn(beam.DoFn):
         self._writer = None
 
     def setup(self):
+        from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
+
         self._writer = AimRunWriter(self.repo)
 
     def teardown(self):
@@ -89,6 +90,8 @@ class IndexRunsFn(beam.DoFn):
         self.repo = repo
 
     def process(self, results: List[Dict[str, Any]]):
+        from connectors.aim_sink import index_runs
+
         yield index_runs(self.repo, [r['hash'] for r in results],
                          [r['props'] for r in results if r['props'] is not None],
                          {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
