@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Union
 
 import numpy as np
 from aim import Audio, Distribution, Image, Text
+from aim.storage.inmemorytreeview import InMemoryTreeView
 from aim.storage.types import BLOB
 
 from connectors.aim_sink import OBJECT_CONVERTERS
@@ -28,19 +29,18 @@ EDGES_KEY = 'edges'
 
 
 def _one_image(sample: Dict[str, Any]) -> Image:
-    from PIL import Image as PILImage
-
     data = bytes(sample['data'])
-    with PILImage.open(io.BytesIO(data)) as pil_image:
-        mode, (width, height) = pil_image.mode, pil_image.size
-    image = Image.__new__(Image)  # the fields Image._from_pil_image sets, with the original bytes
-    image.storage['data'] = BLOB(data=data)
-    image.storage['source'] = 'PIL.Image'
-    image.storage['mode'] = mode
-    image.storage['format'] = sample['format']
-    image.storage['width'], image.storage['height'] = width, height
-    image.storage['caption'] = sample.get('caption', '')
-    return image
+    if all(key in sample for key in ('mode', 'width', 'height')):  # read at decode (transforms.plugins)
+        mode, width, height = sample['mode'], sample['width'], sample['height']
+    else:
+        from PIL import Image as PILImage
+
+        with PILImage.open(io.BytesIO(data)) as pil_image:
+            mode, (width, height) = pil_image.mode, pil_image.size
+    # the fields Image._from_pil_image sets, in its order, with the original bytes
+    return _stored(Image, {'data': BLOB(data=data), 'source': 'PIL.Image', 'mode': mode,
+                           'format': sample['format'], 'width': width, 'height': height,
+                           'caption': sample.get('caption', '')})
 
 
 def to_image(payload: List[Dict[str, Any]]) -> Union[Image, List[Image]]:
@@ -53,9 +53,17 @@ def to_distribution(payload: Dict[str, List[float]]) -> Distribution:
     counts = np.asarray(payload['counts'], dtype=np.float64)
     if len(edges) != len(counts) + 1:
         raise ValueError(f'{len(counts)} bucket counts need {len(counts) + 1} edges, got {len(edges)}')
-    distribution = Distribution(hist=counts, bin_range=(float(edges[0]), float(edges[-1])))
-    distribution.storage[EDGES_KEY] = BLOB(data=edges.tobytes())
-    return distribution
+    # what Distribution(hist=counts, bin_range=(edges[0], edges[-1])) stores (its uniform edges start and
+    # end exactly there), and the exact edges
+    return _stored(Distribution, {'data': BLOB(data=counts.tobytes()), 'dtype': str(counts.dtype),
+                                  'range': [float(edges[0]), float(edges[-1])], 'bin_count': len(counts),
+                                  EDGES_KEY: BLOB(data=edges.tobytes())})
+
+
+def _stored(cls, storage: Dict[str, Any]):
+    """An Aim object of ``cls`` over ``storage`` as given, the way Aim makes one it reads back
+    (``CustomObject._aim_decode``): setting fields one by one deep-copies each value."""
+    return cls.__new__(cls, _storage=InMemoryTreeView(container=storage))
 
 
 def distribution_edges(distribution: Distribution) -> np.ndarray:

@@ -41,9 +41,11 @@ from aim.sdk.utils import get_object_typename
 from aim.storage import encoding as _encoding
 from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
+from aim.storage.object import CustomObject
 from aim.storage.prefixview import PrefixView
 from aim.storage.rockscontainer import RocksContainer
-from aim.storage.utils import BLOB, ArrayFlag
+from aim.storage.treeutils import encode_paths_vals, unfold_tree
+from aim.storage.utils import BLOB, ArrayFlag, CustomObjectFlagType
 
 from transforms.series import METRIC, RunData, Series
 
@@ -415,12 +417,17 @@ def _write_objects(run, series: Series) -> None:
     ctx_id = _context_ids(run, series.context)
     name = series.name
     tree = run.series_run_trees[1]
-    tree.set((ctx_id, name), {
+    value = {
         'val': dict(zip(steps, objects)),
         'epoch': dict.fromkeys(steps),
         'time': dict(zip(steps, (float(t) for t in series.wall_times))),
-    })
+    }
     sequence = tree.subtree((ctx_id, name))
+    container = getattr(sequence, 'container', None)
+    if isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer):
+        _set_local_tree(container, value)
+    else:
+        tree.set((ctx_id, name), value)
     for array_name in ('epoch', 'time', 'val'):
         sequence.make_array(array_name)
     dtype = get_object_typename(objects[0])
@@ -431,6 +438,37 @@ def _write_objects(run, series: Series) -> None:
     if isinstance(objects[0], list):
         info['record_max_length'] = max(len(o) for o in objects)
     run.meta_run_tree['traces', ctx_id, name] = info
+
+
+def _set_local_tree(container: PrefixView, value: Dict[str, Any]) -> None:
+    """What ``TreeView.set((), value)`` writes to a local container's subtree (a range delete, then every
+    record of the value unfolded), in one write batch, without the two deep copies of every Aim
+    object's storage that Aim's ``unfold_tree`` makes (``_aim_encode`` and ``storage.items``), which
+    were a third of the time of writing an image or distribution sequence."""
+    prefix = container.prefix
+    rocks: RocksContainer = container.parent
+    batch = rocks.batch()
+    rocks.delete_range(prefix, prefix + b'\xff', store_batch=batch)
+    for key, encoded in encode_paths_vals(_unfold_objects(value, ())):
+        rocks.set(prefix + key, encoded, store_batch=batch)
+    rocks.commit(batch)
+
+
+def _unfold_objects(obj: Any, path: Tuple) -> Iterator[Tuple[Tuple, Any]]:
+    """``unfold_tree(obj)``'s (path, value) pairs, reading each Aim object's storage in place."""
+    if isinstance(obj, CustomObject):
+        yield path, CustomObjectFlagType(obj.AIM_NAME)  # as unfold_tree: the object's flag, then its fields
+        for key, field in obj.storage.container.items():
+            yield from _unfold_objects(field, path + (key,))
+    elif isinstance(obj, list):
+        yield path, ArrayFlag
+        for index, item in enumerate(obj):
+            yield from _unfold_objects(item, path + (index,))
+    elif isinstance(obj, dict) and obj:
+        for key, item in obj.items():
+            yield from _unfold_objects(item, path + (key,))
+    else:  # a leaf, or an empty dict
+        yield from unfold_tree(obj, path=path)
 
 
 def _close_run(run: BasicRun, end_time: Optional[float]) -> None:

@@ -82,6 +82,49 @@ def test_image_and_audio_converters_keep_the_encoded_bytes():
     assert to_text('hi').data == 'hi'
 
 
+def _storage(obj):
+    return {key: (bytes(value.load()) if hasattr(value, 'load') else value)
+            for key, value in obj.storage.container.items()}
+
+
+@pytest.mark.parametrize('edges, counts', [
+    ([-1.0, 0.5, 2.0, 7.25], [3.0, 5.0, 2.0]),
+    ([0.1, 0.1 + 1e-9, 1 / 3, 5e300], [0.0, 1.0, 2.5]),
+    ([2.0, 3.0], [7.0]),
+])
+def test_distribution_converter_stores_what_aims_own_constructor_does(edges, counts):
+    """The converter builds the object's storage directly; it must be what ``aim.Distribution(hist=...,
+    bin_range=...)`` stores (Aim's uniform edges included), plus the exact edges."""
+    from aim import Distribution
+
+    ours = _storage(to_distribution({'edges': edges, 'counts': counts}))
+    aims = _storage(Distribution(hist=np.asarray(counts), bin_range=(edges[0], edges[-1])))
+    assert np.frombuffer(ours.pop('edges')).tolist() == edges
+    assert ours == aims and list(ours) == list(aims)
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'L', 'RGBA'])
+def test_image_converter_stores_what_aims_own_constructor_does(mode):
+    """Mode and size come from the decoder's header read (no second open) or, without them, from
+    Pillow: either way what ``aim.Image(pil_image)`` stores, except that the encoded bytes are kept."""
+    from aim import Image
+
+    pil_image = PILImage.fromarray(sample_image(4)).convert(mode)
+    buffer = io.BytesIO()
+    pil_image.save(buffer, format='PNG')
+    data = buffer.getvalue()
+    value = summary_pb2.Summary.Value(tag='img', image=summary_pb2.Summary.Image(encoded_image_string=data))
+    kind, payload = decode_value(value, None)
+    assert kind == 'image' and payload[0]['mode'] == mode and (payload[0]['width'], payload[0]['height']) == (5, 6)
+    from_header = _storage(to_image(payload))
+    from_bytes = _storage(to_image([{'data': data, 'format': 'png', 'caption': ''}]))
+    aims = _storage(Image(pil_image))
+    assert from_header == from_bytes
+    assert from_header.pop('data') == data
+    aims.pop('data')  # Aim re-encodes; the converter keeps the source's bytes
+    assert from_header == {**aims, 'format': 'png'}  # Aim's format is its own default; ours, the source's
+
+
 def test_undecodable_image_is_reported_not_raised():
     from transforms.events import EventDecoder
     from tensorboard.compat.proto import event_pb2

@@ -7,8 +7,9 @@ cannot be converted raises ``UnsupportedValue`` naming its plugin, so it is coun
 
 Payloads (other modules rely on these shapes):
 
-* ``image``: ``[{'data': bytes, 'format': 'png'|'jpeg'|..., 'caption': str}, ...]``, one per sample,
-  the encoded bytes exactly as written (never re-encoded);
+* ``image``: ``[{'data': bytes, 'format': 'png'|'jpeg'|..., 'mode': str, 'width': int, 'height': int,
+  'caption': str}, ...]``, one per sample, the encoded bytes exactly as written (never re-encoded);
+  mode and size as Pillow reads them from the header (optional: the sink reads them if absent);
 * ``distribution``: ``{'edges': [k+1 floats], 'counts': [k floats]}``. TF1 ``HistogramProto`` buckets
   are mapped the way TensorBoard itself does (``tensorboard/data_compat.py``): empty buckets at both
   ends are dropped, the outer edges are ``min``/``max`` (old-style protos use ±DBL_MAX there), but
@@ -34,7 +35,7 @@ from transforms.events import PLUGIN_DECODERS, VALUE_DECODERS, UnsupportedValue,
 
 __all__ = [
     'IMAGE', 'DISTRIBUTION', 'TEXT', 'AUDIO', 'HPARAMS', 'HPARAMS_CONFIG', 'ATTRIBUTE_KINDS',
-    'image_format', 'histogram_proto_buckets', 'render_text',
+    'image_format', 'image_header', 'histogram_proto_buckets', 'render_text',
 ]
 
 IMAGE = 'image'
@@ -62,20 +63,31 @@ def _ndarray(tensor) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- images
 
-def image_format(data: bytes) -> str:
-    """The encoding of image bytes ('png', 'jpeg', 'gif', ...), as Pillow reads it from the header."""
+def image_header(data: bytes) -> Dict[str, Any]:
+    """What Pillow reads from the header of encoded image bytes: ``format`` ('png', 'jpeg', 'gif', ...),
+    ``mode`` ('RGB', 'L', ...), ``width`` and ``height``. Read once here, at decode: the sink stores
+    them beside the bytes and need not open the image again."""
     from PIL import Image as PILImage
 
     with PILImage.open(io.BytesIO(data)) as image:
         if not image.format:
             raise ValueError('unknown image encoding')
-        return image.format.lower()
+        width, height = image.size
+        return {'format': image.format.lower(), 'mode': image.mode, 'width': width, 'height': height}
+
+
+def image_format(data: bytes) -> str:
+    """The encoding of image bytes ('png', 'jpeg', 'gif', ...), as Pillow reads it from the header."""
+    return image_header(data)['format']
+
+
+def _image_sample(data: bytes) -> Dict[str, Any]:
+    return {'data': data, **image_header(data), 'caption': ''}
 
 
 def _image_value(value, metadata) -> Tuple[str, List[Dict[str, Any]]]:
     """TF1 / PyTorch ``Summary.Image``: one encoded image per value."""
-    data = bytes(value.image.encoded_image_string)
-    return IMAGE, [{'data': data, 'format': image_format(data), 'caption': ''}]
+    return IMAGE, [_image_sample(bytes(value.image.encoded_image_string))]
 
 
 def _images_tensor(value, metadata) -> Tuple[str, List[Dict[str, Any]]]:
@@ -86,7 +98,7 @@ def _images_tensor(value, metadata) -> Tuple[str, List[Dict[str, Any]]]:
     samples = [bytes(item) for item in array[2:]]
     if not samples:
         raise UnsupportedValue('images', 'images tensor holds no image')
-    return IMAGE, [{'data': data, 'format': image_format(data), 'caption': ''} for data in samples]
+    return IMAGE, [_image_sample(data) for data in samples]
 
 
 # ------------------------------------------------------------------------------------------ histograms
