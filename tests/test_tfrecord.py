@@ -50,6 +50,20 @@ def test_bad_length_resyncs_at_the_next_record():
     assert [i.kind for i in items if isinstance(i, Problem)] == ['length_crc']
 
 
+def test_a_bad_length_crc_is_caught_for_a_length_seen_before():
+    """Length CRCs are remembered per length: a later header of the same length with a damaged CRC
+    must still fail it (and one with a damaged length, whose CRC was right for the old one)."""
+    same = [bytes([i]) * 40 for i in range(6)]
+    frames = [frame(p) for p in same]
+    for at in (8, 2):  # the CRC's first byte; a byte of the length itself
+        data = bytearray(b''.join(frames))
+        data[3 * len(frames[0]) + at] ^= 0x01
+        items = records(bytes(data))
+        assert payloads(items) == same[:3] + same[4:]
+        problems = [i for i in items if isinstance(i, Problem)]
+        assert [(p.kind, p.offset) for p in problems] == [('length_crc', 3 * len(frames[0]))]
+
+
 def test_not_a_tfrecord_file_yields_no_record():
     items = records(b'this is a text file, named like an event file\n' * 20)
     assert payloads(items) == []
