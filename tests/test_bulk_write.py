@@ -358,3 +358,41 @@ def test_bulk_sequences_equal_per_point_track_key_by_key(tmp_path):
 
     bulk_meta, per_point_meta = sequence_meta(bulk_repo, bulk_hash), sequence_meta(per_point_repo, per_point_hash)
     assert len(bulk_meta) > 20 and bulk_meta == per_point_meta
+
+
+def test_a_run_opened_ahead_is_written_as_one_opened_in_line(tmp_path):
+    """``prepare`` opens a run's containers in the background; the ``write`` that follows uses them and
+    leaves exactly what a write without ``prepare`` leaves."""
+    ahead, in_line = str(tmp_path / 'ahead'), str(tmp_path / 'in_line')
+    data = _rich_run('opened ahead')
+    run_hash = run_hash_for(data.spec.identity)
+    for repo_path in (ahead, in_line):
+        open_repo(repo_path)
+        writer = AimRunWriter(repo_path)
+        if repo_path == ahead:
+            writer.prepare(data)
+            assert list(writer._opening) == [run_hash]
+        writer.write(data)
+        assert not writer._opening
+        writer.discard_prepared()  # nothing left to discard
+    for name in ('meta', 'seqs'):
+        assert _container_items(ahead, name, run_hash) == _container_items(in_line, name, run_hash), name
+
+
+def test_a_run_prepared_and_never_written_leaves_nothing(tmp_path):
+    """After a failure, runs prepared but not written are discarded: a new run's containers are removed
+    (no empty run appears), an existing run is left as it was, and both can be written again."""
+    repo_path = str(tmp_path / 'repo')
+    repo = open_repo(repo_path)
+    existing, new = _rich_run('written before'), _rich_run('never written')
+    AimRunWriter(repo_path).write(existing)
+    before = {name: _container_items(repo_path, name, run_hash_for('written before')) for name in ('meta', 'seqs')}
+    writer = AimRunWriter(repo_path)
+    writer.prepare(existing)
+    writer.prepare(new)
+    writer.discard_prepared()
+    for name in ('meta', 'seqs'):
+        assert not os.path.exists(os.path.join(repo.path, name, 'chunks', run_hash_for('never written')))
+        assert _container_items(repo_path, name, run_hash_for('written before')) == before[name]
+    again = AimRunWriter(repo_path)  # the run locks were released
+    assert again.write(new).points and again.write(existing).points

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.retry import call_with_retry
 from transforms.series import RunData, Skip
@@ -30,17 +31,47 @@ class WriteRunsFn(beam.DoFn):
         self.points_written = Metrics.counter(NAMESPACE, 'points_written')
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
         self._writer = None
+        self._held = None
 
     def setup(self):
         from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
 
         self._writer = AimRunWriter(self.repo)
+        self._held = None
+
+    def start_bundle(self):
+        self._held = None
+
+    def process(self, element: Tuple[RunData, List[Skip]], window=beam.DoFn.WindowParam,
+                timestamp=beam.DoFn.TimestampParam):
+        """Each run is written when the next one arrives (or at the bundle's end), its containers having
+        been opened meanwhile, in the background (``AimRunWriter.prepare``). Its outputs keep its own
+        window and timestamp."""
+        self._writer.prepare(element[0])
+        held, self._held = self._held, (element, window, timestamp)
+        if held is not None:
+            yield from self._write_held(held)
+
+    def finish_bundle(self):
+        held, self._held = self._held, None
+        if held is not None:
+            yield from self._write_held(held)
+
+    def _write_held(self, held):
+        element, window, timestamp = held
+        for output in self._write(element):
+            if isinstance(output, TaggedOutput):
+                yield TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
+            else:
+                yield WindowedValue(output, timestamp, [window])
 
     def teardown(self):
+        if self._writer is not None:
+            self._writer.discard_prepared()  # only after a failure is anything left prepared
         if in_direct_runner_worker_process():  # it exits next: see pipelines.common.exit_program
             gc.freeze()
 
-    def process(self, element: Tuple[RunData, List[Skip]]):
+    def _write(self, element: Tuple[RunData, List[Skip]]):
         data, skips = element
         for skip in skips:
             self.points_skipped.inc(skip.count)
