@@ -45,7 +45,7 @@ from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
 from aim.storage.object import CustomObject
 from aim.storage.prefixview import PrefixView
-from aim.storage.rockscontainer import RocksContainer
+from aim.storage.rockscontainer import BLOB_DOMAIN, BLOB_SENTINEL, RocksContainer
 from aim.storage.treeutils import encode_paths_vals, unfold_tree
 from aim.storage.utils import BLOB, ArrayFlag, CustomObjectFlagType
 
@@ -472,11 +472,11 @@ def _write_objects(run, series: Series) -> None:
     sequence = tree.subtree((ctx_id, name))
     container = getattr(sequence, 'container', None)
     if isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer):
-        _set_local_tree(container, value)
+        _set_local_tree(container, value, arrays=('epoch', 'time', 'val'))
     else:
         tree.set((ctx_id, name), value)
-    for array_name in ('epoch', 'time', 'val'):
-        sequence.make_array(array_name)
+        for array_name in ('epoch', 'time', 'val'):
+            sequence.make_array(array_name)
     dtype = get_object_typename(objects[0])
     run.meta_tree['traces_types', dtype, ctx_id, name] = 1
     run.meta_run_tree['typed_traces', SEQUENCE_TYPE_MAP.get(dtype, 'sequence'), ctx_id, name] = 1
@@ -487,18 +487,27 @@ def _write_objects(run, series: Series) -> None:
     run.meta_run_tree['traces', ctx_id, name] = info
 
 
-def _set_local_tree(container: PrefixView, value: Dict[str, Any]) -> None:
-    """What ``TreeView.set((), value)`` writes to a local container's subtree (a range delete, then every
-    record of the value unfolded), in one write batch, without the two deep copies of every Aim
-    object's storage that Aim's ``unfold_tree`` makes (``_aim_encode`` and ``storage.items``), which
-    were a third of the time of writing an image or distribution sequence."""
+def _set_local_tree(container: PrefixView, value: Dict[str, Any], arrays: Tuple[str, ...] = ()) -> None:
+    """What ``TreeView.set((), value)`` and then ``make_array(name)`` for each of ``arrays`` write to a
+    local container's subtree, as one RocksDB write batch assembled as bytes (``_record``): a range
+    delete of the subtree and of its blobs, then every record of the value unfolded (a blob as its
+    sentinel and its bytes, as ``RocksContainer.set`` stores it). Not through ``TreeView.set``: Aim's
+    ``unfold_tree`` deep-copies every object's storage twice, and ``RocksContainer.set`` adds a blob
+    delete per key, which the range delete before it makes redundant."""
     prefix = container.prefix
     rocks: RocksContainer = container.parent
-    batch = rocks.batch()
-    rocks.delete_range(prefix, prefix + b'\xff', store_batch=batch)
+    parts = [_record(_DELETE_RANGE, prefix, prefix + b'\xff'),
+             _record(_DELETE_RANGE, BLOB_DOMAIN + prefix, BLOB_DOMAIN + prefix + b'\xff')]
     for key, encoded in encode_paths_vals(_unfold_objects(value, ())):
-        rocks.set(prefix + key, encoded, store_batch=batch)
-    rocks.commit(batch)
+        if isinstance(encoded, BLOB):
+            parts.append(_record(_PUT, prefix + key, BLOB_SENTINEL))
+            parts.append(_record(_PUT, BLOB_DOMAIN + prefix + key, bytes(encoded)))
+        else:
+            parts.append(_record(_PUT, prefix + key, encoded))
+    for name in arrays:
+        parts.append(_record(_PUT, prefix + _ARRAY_PATHS[name], _ARRAY_FLAG))
+    header = b'\x00' * 8 + len(parts).to_bytes(4, 'little')  # sequence 0, record count
+    rocks.commit(aimrocks.WriteBatch(header + b''.join(parts)))
 
 
 def _unfold_objects(obj: Any, path: Tuple) -> Iterator[Tuple[Tuple, Any]]:

@@ -396,3 +396,25 @@ def test_a_run_prepared_and_never_written_leaves_nothing(tmp_path):
         assert _container_items(repo_path, name, run_hash_for('written before')) == before[name]
     again = AimRunWriter(repo_path)  # the run locks were released
     assert again.write(new).points and again.write(existing).points
+
+
+def test_a_rewritten_object_sequence_keeps_no_stale_blob(tmp_path):
+    """An image sequence rewritten with fewer steps leaves exactly what a first write of the new one
+    leaves: the old steps' records and their blobs (image bytes live in the container's blob domain)
+    are gone."""
+    def run_with_images(steps):
+        images = Series('image', 'samples', {})
+        for step in steps:
+            images.append(step, 1_700_000_000.0 + step, [{'data': _png(step), 'format': 'png', 'caption': ''}], step)
+        return RunData(RunSpec(identity='images', name='images', experiment='bulk'), [images])
+
+    rewritten, fresh = str(tmp_path / 'rewritten'), str(tmp_path / 'fresh')
+    open_repo(rewritten)
+    open_repo(fresh)
+    AimRunWriter(rewritten).write(run_with_images([0, 1, 2, 3]))
+    AimRunWriter(rewritten).write(run_with_images([0, 2]))
+    AimRunWriter(fresh).write(run_with_images([0, 2]))
+    run_hash = run_hash_for('images')
+    got, want = _container_items(rewritten, 'seqs', run_hash), _container_items(fresh, 'seqs', run_hash)
+    assert sorted(got) == sorted(want) and got == want
+    assert sum(1 for key in got if key.startswith(b'BLOBS')) == 2  # one image's bytes per step
