@@ -249,13 +249,16 @@ class _LocalRun:
         except BaseException:
             self._release()
             raise
-        self.meta_tree = meta
-        self.meta_run_tree = meta.subtree('chunks').subtree(run_hash)
-        self.meta_attrs_tree = meta.subtree('attrs')
-        self.meta_run_attrs_tree = self.meta_run_tree.subtree('attrs')
+        # the meta trees as the sequence writers assign to them: gathered, committed once at close
+        self._meta_records: List[bytes] = []
+        self.meta_tree = _MetaWrites(self._meta_records, meta.container.prefix)
+        self.meta_run_tree = _MetaWrites(self._meta_records, meta.subtree(('chunks', run_hash)).container.prefix)
+        self.meta_attrs_tree = _MetaWrites(self._meta_records, meta.subtree('attrs').container.prefix)
+        self.meta_run_attrs_tree = _MetaWrites(self._meta_records,
+                                               meta.subtree(('chunks', run_hash, 'attrs')).container.prefix)
         self.series_run_trees = {1: seqs.subtree(('chunks', run_hash)), 2: seqs.subtree(('v2', 'chunks', run_hash))}
         try:  # as BasicRun.__init__: a run without attributes still has an (empty) attrs tree
-            self.meta_run_attrs_tree.first_key()
+            meta.subtree(('chunks', run_hash, 'attrs')).first_key()
         except (KeyError, StopIteration):
             self[...] = {}
 
@@ -286,6 +289,7 @@ class _LocalRun:
             if end_time is None:
                 end_time = datetime.datetime.now(pytz.utc).timestamp()
             self.meta_run_tree['end_time'] = end_time
+            _commit_records(self._containers[0], self._meta_records)
             self.meta_records = _pack_records(self._containers[0].items())
         finally:
             self._release()
@@ -489,25 +493,57 @@ def _write_objects(run, series: Series) -> None:
 
 def _set_local_tree(container: PrefixView, value: Dict[str, Any], arrays: Tuple[str, ...] = ()) -> None:
     """What ``TreeView.set((), value)`` and then ``make_array(name)`` for each of ``arrays`` write to a
-    local container's subtree, as one RocksDB write batch assembled as bytes (``_record``): a range
-    delete of the subtree and of its blobs, then every record of the value unfolded (a blob as its
-    sentinel and its bytes, as ``RocksContainer.set`` stores it). Not through ``TreeView.set``: Aim's
-    ``unfold_tree`` deep-copies every object's storage twice, and ``RocksContainer.set`` adds a blob
-    delete per key, which the range delete before it makes redundant."""
-    prefix = container.prefix
-    rocks: RocksContainer = container.parent
-    parts = [_record(_DELETE_RANGE, prefix, prefix + b'\xff'),
-             _record(_DELETE_RANGE, BLOB_DOMAIN + prefix, BLOB_DOMAIN + prefix + b'\xff')]
-    for key, encoded in encode_paths_vals(_unfold_objects(value, ())):
-        if isinstance(encoded, BLOB):
-            parts.append(_record(_PUT, prefix + key, BLOB_SENTINEL))
-            parts.append(_record(_PUT, BLOB_DOMAIN + prefix + key, bytes(encoded)))
-        else:
-            parts.append(_record(_PUT, prefix + key, encoded))
+    local container's subtree, as one RocksDB write batch assembled as bytes (``_assignment``). Not
+    through ``TreeView.set``: Aim's ``unfold_tree`` deep-copies every object's storage twice, and
+    ``RocksContainer.set`` adds a blob delete per key, which the range delete before it makes
+    redundant."""
+    records: List[bytes] = []
+    _assignment(records, container.prefix, value)
     for name in arrays:
-        parts.append(_record(_PUT, prefix + _ARRAY_PATHS[name], _ARRAY_FLAG))
-    header = b'\x00' * 8 + len(parts).to_bytes(4, 'little')  # sequence 0, record count
-    rocks.commit(aimrocks.WriteBatch(header + b''.join(parts)))
+        records.append(_record(_PUT, container.prefix + _ARRAY_PATHS[name], _ARRAY_FLAG))
+    _commit_records(container.parent, records)
+
+
+def _assignment(records: List[bytes], key: bytes, value: Any) -> None:
+    """The write-batch records of ``ContainerTreeView.set`` of ``value`` at the encoded path ``key``: a
+    range delete of the path and of its blobs, then every record of the value unfolded, a blob as its
+    sentinel and its bytes (as ``RocksContainer.set`` stores one)."""
+    records.append(_record(_DELETE_RANGE, key, key + b'\xff'))
+    records.append(_record(_DELETE_RANGE, BLOB_DOMAIN + key, BLOB_DOMAIN + key + b'\xff'))
+    for sub, encoded in encode_paths_vals(_unfold_objects(value, ())):
+        if isinstance(encoded, BLOB):
+            records.append(_record(_PUT, key + sub, BLOB_SENTINEL))
+            records.append(_record(_PUT, BLOB_DOMAIN + key + sub, bytes(encoded)))
+        else:
+            records.append(_record(_PUT, key + sub, encoded))
+
+
+def _commit_records(rocks: RocksContainer, records: List[bytes]) -> None:
+    """Write-batch records (``_record``) committed as one batch, in order; emptied."""
+    if records:
+        header = b'\x00' * 8 + len(records).to_bytes(4, 'little')  # sequence 0, record count
+        rocks.commit(aimrocks.WriteBatch(header + b''.join(records)))
+        records.clear()
+
+
+class _MetaWrites:
+    """A write-only view of a subtree of a run's meta container: ``tree[path] = value`` gathers the
+    records ``ContainerTreeView`` would commit (``_assignment``) into a list shared by the run's meta
+    views, committed in one batch when the run closes. A run's meta tree takes about five assignments
+    per sequence; through Aim's trees each is its own commit."""
+
+    __slots__ = ('_records', '_prefix')
+
+    def __init__(self, records: List[bytes], prefix: bytes):
+        self._records = records
+        self._prefix = prefix
+
+    def __setitem__(self, path, value) -> None:
+        if path is Ellipsis:
+            path = ()
+        elif not isinstance(path, (tuple, list)):
+            path = (path,)
+        _assignment(self._records, self._prefix + _encoding.encode_path(path), value)
 
 
 def _unfold_objects(obj: Any, path: Tuple) -> Iterator[Tuple[Tuple, Any]]:
