@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
+import json
 import logging
 import math
 import os
@@ -214,13 +215,18 @@ class AimRunWriter:
 
 def _write_series(run, series_list: List[Series]) -> Dict[str, int]:
     written: Dict[str, int] = {}
+    context_ids: Dict[str, int] = {}  # a context's entry is written once per run, not once per sequence
     for series in series_list:
         if not len(series):
             continue
+        key = json.dumps(series.context, sort_keys=True, default=repr)
+        ctx_id = context_ids.get(key)
+        if ctx_id is None:
+            ctx_id = context_ids[key] = _context_ids(run, series.context)
         if series.kind == METRIC:
-            _write_metric(run, series)
+            _write_metric(run, series, ctx_id)
         else:
-            _write_objects(run, series)
+            _write_objects(run, series, ctx_id)
         written[series.kind] = written.get(series.kind, 0) + len(series)
     return written
 
@@ -308,7 +314,7 @@ def _context_ids(run: BasicRun, context: Dict[str, Any]) -> int:
     return ctx.idx
 
 
-def _write_metric(run: BasicRun, series: Series) -> None:
+def _write_metric(run: BasicRun, series: Series, ctx_id: int) -> None:
     """One metric sequence in one batch, its metadata once (as ``RunTracker._track`` would leave it).
 
     The sequence is rewritten whole: its old points are deleted and all of the source's written, so a
@@ -316,7 +322,6 @@ def _write_metric(run: BasicRun, series: Series) -> None:
     here, in bulk (``_write_local_sequence``), straight into one RocksDB write batch; elsewhere (a remote
     repo's ``ProxyTree``) the generic ``TreeView.set`` carries the same tree.
     """
-    ctx_id = _context_ids(run, series.context)
     name = series.name
     steps = np.asarray(series.steps, dtype=np.int64)
     values = np.asarray(series.values, dtype=np.float64)
@@ -450,7 +455,7 @@ def _write_local_sequence(container: PrefixView, steps: np.ndarray, values: np.n
     rocks.commit(aimrocks.WriteBatch(header + b''.join(parts)))
 
 
-def _write_objects(run, series: Series) -> None:
+def _write_objects(run, series: Series, ctx_id: int) -> None:
     """An object sequence (images, distributions, text, audio) in one batch, its metadata once: the tree
     ``RunTracker._track`` leaves after one call per point (checked key by key in
     tests/test_bulk_write.py), rewritten whole like a metric sequence. Object sequences are Aim's
@@ -465,7 +470,6 @@ def _write_objects(run, series: Series) -> None:
     steps = [int(s) for s in series.steps]
     if sorted(set(steps)) != steps:  # merged series are in step order, one point a step
         raise ValueError(f'{series.name}: object sequence steps must be unique and increasing')
-    ctx_id = _context_ids(run, series.context)
     name = series.name
     tree = run.series_run_trees[1]
     value = {
