@@ -95,3 +95,18 @@ def test_object_check_tells_a_wrong_image_or_histogram(tmp_path):
         assert _object_differs(series.kind, obj, 1, context, step)
         checked.add(series.kind)
     assert checked == {'image', 'distribution'}
+
+
+def test_a_measured_repo_is_set_aside_and_deleted_after_the_measurements(tmp_path):
+    """The bench does not delete an earlier repo just before a timed run (see ``set_aside``): it is
+    moved beside it, under ``.trash``, and deleted at the end."""
+    from benchmarks.run import empty_trash, set_aside
+
+    repo = tmp_path / 'aim-full'
+    (repo / '.aim').mkdir(parents=True)
+    set_aside(str(repo))
+    set_aside(str(repo))  # nothing there any more: nothing to do
+    assert not repo.exists()
+    assert [p.name.startswith('aim-full-') for p in (tmp_path / '.trash').iterdir()] == [True]
+    empty_trash(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
