@@ -405,8 +405,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_SHORT = [bytes((n,)) for n in range(0x80)]  # the one-byte varints
+
+
 def _record(tag: bytes, key: bytes, value: bytes) -> bytes:
-    return tag + _varint(len(key)) + key + _varint(len(value)) + value
+    """One write-batch record: tag, varint key length, key, varint value length, value."""
+    key_length, value_length = len(key), len(value)
+    return b''.join((tag, _SHORT[key_length] if key_length < 0x80 else _varint(key_length), key,
+                     _SHORT[value_length] if value_length < 0x80 else _varint(value_length), value))
 
 
 def _put_records(key_prefix: bytes, step_keys: np.ndarray, values: np.ndarray) -> bytes:
