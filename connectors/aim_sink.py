@@ -457,8 +457,7 @@ def _write_local_sequence(container: PrefixView, steps: np.ndarray, values: np.n
         array_prefix = prefix + _ARRAY_PATHS[array_name]
         parts.append(_record(_PUT, array_prefix, _ARRAY_FLAG))
         parts.append(_put_records(array_prefix, step_keys, encoded))
-    header = b'\x00' * 8 + (1 + len(columns) * (n + 1)).to_bytes(4, 'little')  # sequence 0, record count
-    rocks.commit(aimrocks.WriteBatch(header + b''.join(parts)))
+    _commit_records(rocks, parts, count=1 + len(columns) * (n + 1))
 
 
 def _write_objects(run, series: Series, ctx_id: int) -> None:
@@ -528,10 +527,12 @@ def _assignment(records: List[bytes], key: bytes, value: Any) -> None:
             records.append(_record(_PUT, key + sub, encoded))
 
 
-def _commit_records(rocks: RocksContainer, records: List[bytes]) -> None:
-    """Write-batch records (``_record``) committed as one batch, in order; emptied."""
+def _commit_records(rocks: RocksContainer, records: List[bytes], count: Optional[int] = None) -> None:
+    """Write-batch records (``_record``) committed as one batch, in order; the list is emptied.
+    ``count``: how many records the parts hold, when a part holds several (``_put_records``)."""
     if records:
-        header = b'\x00' * 8 + len(records).to_bytes(4, 'little')  # sequence 0, record count
+        count = len(records) if count is None else count
+        header = b'\x00' * 8 + count.to_bytes(4, 'little')  # sequence 0, record count
         rocks.commit(aimrocks.WriteBatch(header + b''.join(records)))
         records.clear()
 

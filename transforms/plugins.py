@@ -35,7 +35,7 @@ from transforms.events import PLUGIN_DECODERS, VALUE_DECODERS, UnsupportedValue,
 
 __all__ = [
     'IMAGE', 'DISTRIBUTION', 'TEXT', 'AUDIO', 'HPARAMS', 'HPARAMS_CONFIG', 'ATTRIBUTE_KINDS',
-    'image_format', 'image_header', 'histogram_proto_buckets', 'render_text',
+    'image_header', 'histogram_proto_buckets', 'render_text',
 ]
 
 IMAGE = 'image'
@@ -74,11 +74,6 @@ def image_header(data: bytes) -> Dict[str, Any]:
             raise ValueError('unknown image encoding')
         width, height = image.size
         return {'format': image.format.lower(), 'mode': image.mode, 'width': width, 'height': height}
-
-
-def image_format(data: bytes) -> str:
-    """The encoding of image bytes ('png', 'jpeg', 'gif', ...), as Pillow reads it from the header."""
-    return image_header(data)['format']
 
 
 def _image_sample(data: bytes) -> Dict[str, Any]:
