@@ -418,3 +418,40 @@ def test_a_rewritten_object_sequence_keeps_no_stale_blob(tmp_path):
     got, want = _container_items(rewritten, 'seqs', run_hash), _container_items(fresh, 'seqs', run_hash)
     assert sorted(got) == sorted(want) and got == want
     assert sum(1 for key in got if key.startswith(b'BLOBS')) == 2  # one image's bytes per step
+
+
+def test_the_write_dofn_opens_each_run_one_write_ahead(tmp_path):
+    """``WriteRunsFn`` writes a run when the next one arrives (or at the bundle's end), that next run's
+    containers having been opened meanwhile; each output keeps its own run's window. After a failure
+    (no ``finish_bundle``), teardown discards the run held, and it does not appear in the repo."""
+    from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from transforms.runs import WriteRunsFn
+
+    repo_path = str(tmp_path / 'repo')
+    repo = open_repo(repo_path)
+    fn = WriteRunsFn(repo_path)
+    fn.setup()
+    fn.start_bundle()
+    first, second = _rich_run('first'), _rich_run('second')
+    first_window, second_window = IntervalWindow(0, 10), GlobalWindow()
+    assert list(fn.process((first, []), first_window, 5)) == []  # held, its containers opening
+    assert list(fn._writer._opening) == [run_hash_for('first')]
+    written = list(fn.process((second, []), second_window, 7))
+    assert list(fn._writer._opening) == [run_hash_for('second')]  # the first's open was taken by its write
+    written += list(fn.finish_bundle())
+    assert all(isinstance(out, WindowedValue) for out in written)
+    assert [(out.value['hash'], out.windows, out.timestamp.micros) for out in written] == [
+        (run_hash_for('first'), [first_window], 5_000_000), (run_hash_for('second'), [second_window], 7_000_000)]
+    index_runs(repo_path, [out.value['hash'] for out in written], [out.value['props'] for out in written],
+               {out.value['hash']: out.value['meta_records'] for out in written})
+
+    fn.start_bundle()
+    assert list(fn.process((_rich_run('never finished'), []), second_window, 0)) == []
+    fn.teardown()  # the bundle failed: no finish_bundle
+    assert not os.path.exists(os.path.join(repo.path, 'seqs', 'chunks', run_hash_for('never finished')))
+    runs = {run.hash: run for run in open_repo(repo_path, create=False).iter_runs()}
+    assert sorted(runs) == sorted([run_hash_for('first'), run_hash_for('second')])
+    texts = runs[run_hash_for('first')].get_text_sequence('notes', Context({'subset': 'train'}))
+    assert [t.data for t in texts.data.values_list()[0]] == ['step 0 text', 'step 1 text', 'step 2 text']
