@@ -1,4 +1,4 @@
-"""Plain payloads (``transforms.plugins``) → Aim objects, registered into ``aim_sink.OBJECT_CONVERTERS``.
+"""Plain payloads (``transforms.plugins``) → Aim objects: ``OBJECT_CONVERTERS`` maps a kind to its converter.
 
 Images and audio keep the source's encoded bytes as they are (no decode/re-encode round trip, so a
 JPEG loses nothing and a PNG keeps its exact bytes); Pillow only reads the image header for mode and
@@ -21,9 +21,7 @@ from aim import Audio, Distribution, Image, Text
 from aim.storage.inmemorytreeview import InMemoryTreeView
 from aim.storage.types import BLOB
 
-from connectors.aim_sink import OBJECT_CONVERTERS
-
-__all__ = ['to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges']
+__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges']
 
 EDGES_KEY = 'edges'
 
@@ -86,5 +84,5 @@ def to_audio(payload: List[Dict[str, Any]]) -> Union[Audio, List[Audio]]:
     return clips[0] if len(clips) == 1 else clips
 
 
-OBJECT_CONVERTERS.update({'image': to_image, 'distribution': to_distribution, 'text': to_text,
-                          'audio': to_audio})
+# kind -> function(payload) -> Aim object (aim.Image, aim.Distribution, ...)
+OBJECT_CONVERTERS = {'image': to_image, 'distribution': to_distribution, 'text': to_text, 'audio': to_audio}

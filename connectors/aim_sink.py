@@ -22,43 +22,32 @@ import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
-import json
 import logging
-import math
 import os
 import pickle
 import shutil
 import threading
 import zlib
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import aimrocks
-import numpy as np
 import pytz
 
 import aim.sdk.base_run as _aim_base_run
 from aim.sdk.repo import Repo
 from aim.sdk.run import BasicRun
-from aim.sdk.sequences.sequence_type_map import SEQUENCE_TYPE_MAP
-from aim.sdk.utils import get_object_typename
 from aim.storage import encoding as _encoding
-from aim.storage.context import Context
-from aim.storage.hashing import hash_auto
-from aim.storage.object import CustomObject
-from aim.storage.prefixview import PrefixView
-from aim.storage.rockscontainer import BLOB_DOMAIN, BLOB_SENTINEL, RocksContainer
-from aim.storage.treeutils import encode_paths_vals, unfold_tree
-from aim.storage.utils import BLOB, ArrayFlag, CustomObjectFlagType
+from aim.storage.rockscontainer import RocksContainer
+from aim.storage.utils import BLOB
 
-from transforms.series import METRIC, RunData, Series
+from connectors import aim_storage as storage
+from connectors.aim_objects import OBJECT_CONVERTERS
+from connectors.aim_sequences import RunSequences
+from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'WrittenRun', 'RunProps', 'index_runs',
-           'OBJECT_CONVERTERS']
+           'materialize', 'OBJECT_CONVERTERS']
 
 logger = logging.getLogger(__name__)
-
-# kind -> function(payload) -> Aim object (aim.Image, aim.Distribution, ...); filled by transforms.plugins
-OBJECT_CONVERTERS: Dict[str, Any] = {}
 
 
 def run_hash_for(identity: str) -> str:
@@ -120,6 +109,8 @@ class WrittenRun:
     # by ``_pack_records``: one small bytes object a run (as Python objects, the records of a few hundred
     # runs held for the index step fragmented the heap by ~0.4 MB a run)
     meta_records: Optional[bytes] = None
+    superseded: int = 0  # points read and not written: a later point at the same step won
+    contexts: Tuple[str, ...] = ()  # the contexts of the run's sequences
 
 
 class AimRunWriter:
@@ -161,26 +152,49 @@ class AimRunWriter:
             self._opener.shutdown()
             self._opener = None
 
-    def write(self, data: RunData) -> WrittenRun:
-        """Write (or rewrite) one run's tree. On a local repo its SQLite props are returned, not written."""
+    def write(self, data: RunData, on_skip: Optional[Callable[[Skip], None]] = None) -> Optional[WrittenRun]:
+        """Write (or rewrite) one run, reading its series chunk by chunk as they are written (memory is
+        bounded by a chunk, not by the run). Dead letters met while reading, and one per sequence with
+        superseded points, go to ``on_skip``. None when the source held no point at all (the run is not
+        created). On a local repo the run's SQLite props are returned, not written (``index_runs``)."""
+        on_skip = on_skip or (lambda skip: None)
         spec = data.spec
         run_hash = run_hash_for(spec.identity)
         if self.repo.is_remote_repo:
-            return WrittenRun(run_hash, self._write_with_aim_run(run_hash, data), None)
+            whole, superseded = materialize(data, on_skip)
+            if whole is None:
+                return None
+            return WrittenRun(run_hash, self._write_with_aim_run(run_hash, whole), None, superseded=superseded,
+                              contexts=tuple(sorted({str(s.context) for s in whole.series})))
         opening = self._opening.pop(run_hash, None)
         # an open that failed raises here, and the write's retry opens the run in line
         run = opening.result() if opening is not None else _LocalRun(self.repo, run_hash)
+        sequences = RunSequences(run, data.origin, on_skip)
         try:
+            for item in data.items():
+                if isinstance(item, Skip):
+                    on_skip(item)
+                    continue
+                sequences.write(item)
+            if not sequences.points and not data.attribute_points:
+                run.discard()  # nothing was read: no run (containers this write created are removed)
+                return None
             for key, value in spec.attributes.items():
                 run[key] = value
-            written = _write_series(run, data.series)
-        finally:
-            run.close(end_time=spec.end_time)
+            written = sequences.finish()
+        except BaseException:
+            run.close(end_time=_end_time(spec, sequences))
+            raise
+        end_time = _end_time(spec, sequences)
+        run.close(end_time=end_time)
+        creation_time = spec.creation_time if spec.creation_time is not None else sequences.first_time
         props = RunProps(run_hash, spec.name, spec.experiment, spec.description, tuple(spec.tags),
-                         spec.creation_time, spec.end_time)
-        return WrittenRun(run_hash, written, props, run.meta_records)
+                         creation_time, end_time)
+        return WrittenRun(run_hash, written, props, run.meta_records, superseded=sequences.superseded,
+                          contexts=sequences.contexts)
 
     def _write_with_aim_run(self, run_hash: str, data: RunData) -> Dict[str, int]:
+        """A run given whole (``materialize``), through Aim's ``BasicRun`` (remote repos)."""
         spec = data.spec
         run = self._open_aim_run(run_hash, spec.creation_time)
         try:
@@ -197,7 +211,9 @@ class AimRunWriter:
             for tag in spec.tags:
                 if tag not in existing_tags:
                     run.add_tag(tag)
-            return _write_series(run, data.series)
+            sequences = RunSequences(run, data.origin, lambda skip: None)
+            sequences.write(data.series)
+            return sequences.finish()
         finally:
             _close_run(run, end_time=spec.end_time)
 
@@ -213,22 +229,38 @@ class AimRunWriter:
             _chosen_hash.value = None
 
 
-def _write_series(run, series_list: List[Series]) -> Dict[str, int]:
-    written: Dict[str, int] = {}
-    context_ids: Dict[str, int] = {}  # a context's entry is written once per run, not once per sequence
-    for series in series_list:
-        if not len(series):
+def _end_time(spec: RunSpec, sequences: RunSequences) -> Optional[float]:
+    return spec.end_time if spec.end_time is not None else sequences.last_time
+
+
+def materialize(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
+    """The run with all its series read and merged, one ``Series`` per sequence (for writers that take a
+    run whole: ``aim://`` servers; its memory grows with the run), and the number of points superseded.
+    Dead letters of reading and of superseded points go to ``on_skip``; None when the source held no
+    point."""
+    parts: Dict[Tuple[str, str, str], List[Series]] = {}
+    for item in data.items():
+        if isinstance(item, Skip):
+            on_skip(item)
             continue
-        key = json.dumps(series.context, sort_keys=True, default=repr)
-        ctx_id = context_ids.get(key)
-        if ctx_id is None:
-            ctx_id = context_ids[key] = _context_ids(run, series.context)
-        if series.kind == METRIC:
-            _write_metric(run, series, ctx_id)
-        else:
-            _write_objects(run, series, ctx_id)
-        written[series.kind] = written.get(series.kind, 0) + len(series)
-    return written
+        for series in item:
+            if len(series):
+                parts.setdefault(series.key, []).append(series)
+    if not parts and not data.attribute_points:
+        return None, 0
+    merged, total = [], 0
+    for key in sorted(parts):
+        series, superseded = merge_series(parts[key])
+        merged.append(series)
+        total += superseded
+        if superseded:
+            on_skip(Skip(data.origin, SUPERSEDED_REASON, 'point', count=superseded, detail=f'{series.name} {key[2]}'))
+    spec = dataclasses.replace(data.spec)
+    if merged and spec.creation_time is None:
+        spec.creation_time = min(min(s.wall_times) for s in merged)
+    if merged and spec.end_time is None:
+        spec.end_time = max(max(s.wall_times) for s in merged)
+    return RunData(spec, merged, dict(data.attribute_points)), total
 
 
 class _LocalRun:
@@ -255,13 +287,14 @@ class _LocalRun:
         except BaseException:
             self._release()
             raise
-        # the meta trees as the sequence writers assign to them: gathered, committed once at close
-        self._meta_records: List[bytes] = []
-        self.meta_tree = _MetaWrites(self._meta_records, meta.container.prefix)
-        self.meta_run_tree = _MetaWrites(self._meta_records, meta.subtree(('chunks', run_hash)).container.prefix)
-        self.meta_attrs_tree = _MetaWrites(self._meta_records, meta.subtree('attrs').container.prefix)
-        self.meta_run_attrs_tree = _MetaWrites(self._meta_records,
-                                               meta.subtree(('chunks', run_hash, 'attrs')).container.prefix)
+        # the meta trees as the sequence writers assign to them: gathered, committed at close (or when
+        # they grow large: a run of many sequences)
+        self._meta_records = storage.RecordBatch(self._containers[0])
+        self.meta_tree = storage.MetaWrites(self._meta_records, meta.container.prefix)
+        self.meta_run_tree = storage.MetaWrites(self._meta_records, meta.subtree(('chunks', run_hash)).container.prefix)
+        self.meta_attrs_tree = storage.MetaWrites(self._meta_records, meta.subtree('attrs').container.prefix)
+        self.meta_run_attrs_tree = storage.MetaWrites(self._meta_records,
+                                                      meta.subtree(('chunks', run_hash, 'attrs')).container.prefix)
         self.series_run_trees = {1: seqs.subtree(('chunks', run_hash)), 2: seqs.subtree(('v2', 'chunks', run_hash))}
         try:  # as BasicRun.__init__: a run without attributes still has an (empty) attrs tree
             meta.subtree(('chunks', run_hash, 'attrs')).first_key()
@@ -295,7 +328,7 @@ class _LocalRun:
             if end_time is None:
                 end_time = datetime.datetime.now(pytz.utc).timestamp()
             self.meta_run_tree['end_time'] = end_time
-            _commit_records(self._containers[0], self._meta_records)
+            self._meta_records.commit()
             self.meta_records = _pack_records(self._containers[0].items())
         finally:
             self._release()
@@ -305,273 +338,6 @@ class _LocalRun:
             container.close()
         self._containers = []
         self._lock.release()
-
-
-def _context_ids(run: BasicRun, context: Dict[str, Any]) -> int:
-    ctx = Context(context)
-    run.meta_tree['contexts', ctx.idx] = ctx.to_dict()
-    run.meta_run_tree['contexts', ctx.idx] = ctx.to_dict()
-    return ctx.idx
-
-
-def _write_metric(run: BasicRun, series: Series, ctx_id: int) -> None:
-    """One metric sequence in one batch, its metadata once (as ``RunTracker._track`` would leave it).
-
-    The sequence is rewritten whole: its old points are deleted and all of the source's written, so a
-    re-run adds new points and never duplicates one. On a local repo the keys and values are encoded
-    here, in bulk (``_write_local_sequence``), straight into one RocksDB write batch; elsewhere (a remote
-    repo's ``ProxyTree``) the generic ``TreeView.set`` carries the same tree.
-    """
-    name = series.name
-    steps = np.asarray(series.steps, dtype=np.int64)
-    values = np.asarray(series.values, dtype=np.float64)
-    wall_times = np.asarray(series.wall_times, dtype=np.float64)
-    tree = run.series_run_trees[2]
-    sequence = tree.subtree((ctx_id, name))
-    container = getattr(sequence, 'container', None)
-    if isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer):
-        _write_local_sequence(container, steps, values, wall_times)
-    else:
-        step_list = steps.tolist()
-        keys = [hash_auto(s) for s in step_list]
-        tree.set((ctx_id, name), {
-            'val': dict(zip(keys, values.tolist())),
-            'step': dict(zip(keys, step_list)),
-            'epoch': dict.fromkeys(keys),
-            'time': dict(zip(keys, wall_times.tolist())),
-        })
-        for array_name in _ARRAYS:
-            sequence.make_array(array_name)
-    not_nan = values[~np.isnan(values)]
-    run.meta_tree['traces_types', 'float', ctx_id, name] = 1
-    run.meta_run_tree['typed_traces', 'metric', ctx_id, name] = 1
-    info = {
-        'dtype': 'float',
-        'version': 2,
-        'first': float(values[0]),
-        'first_step': int(steps[0]),
-        'last': float(values[-1]),
-        'last_step': int(steps[-1]),
-    }
-    if not_nan.size:  # RunTracker's comparisons never make NaN a min or max (inf they do)
-        info['min'] = float(not_nan.min())
-        info['max'] = float(not_nan.max())
-    run.meta_run_tree['traces', ctx_id, name] = info
-
-
-_ARRAYS = ('val', 'step', 'epoch', 'time')
-_ARRAY_PATHS = {name: _encoding.encode_path((name,)) for name in _ARRAYS}
-_ARRAY_FLAG = _encoding.encode(ArrayFlag)
-_PATH_SENTINEL = b'\xfe'
-_NONE = _encoding.encode(None)
-_FLOAT_TYPE = _encoding.encode(0.0)[0]
-_INT_TYPE = _encoding.encode(0)[0]
-# Aim's step key (hash_auto: a blake2b per step) is the slow part of encoding; steps repeat across the
-# sequences of a run and across runs, so their encoded keys are cached (bounded).
-_STEP_KEYS: Dict[int, bytes] = {}
-_STEP_KEYS_MAX = 1 << 20
-
-
-def _step_keys(steps: np.ndarray) -> np.ndarray:
-    """Aim's encoded key of each step (``hash_auto``, then the path sentinel): an (n, 10) byte array."""
-    cache = _STEP_KEYS
-    step_list = steps.tolist()
-    missing = [s for s in step_list if s not in cache]
-    if missing:
-        if len(cache) + len(missing) > _STEP_KEYS_MAX:
-            cache.clear()
-        encode_key = _encoding.encode_key
-        for s in missing:
-            cache[s] = encode_key(hash_auto(s)) + _PATH_SENTINEL
-    keys = b''.join([cache[s] for s in step_list])
-    return np.frombuffer(keys, dtype=np.uint8).reshape(len(step_list), -1)
-
-
-def _encoded(type_id: int, column: np.ndarray, dtype: str) -> np.ndarray:
-    """Aim's ``encoding.encode`` of every element at once: one type byte, then 8 little-endian bytes,
-    as an (n, 9) byte array."""
-    packed = np.empty(len(column), dtype=[('type', 'u1'), ('value', dtype)])
-    packed['type'] = type_id
-    packed['value'] = column
-    return packed.view(np.uint8).reshape(len(column), 9)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SHORT = [bytes((n,)) for n in range(0x80)]  # the one-byte varints
-
-
-def _record(tag: bytes, key: bytes, value: bytes) -> bytes:
-    """One write-batch record: tag, varint key length, key, varint value length, value."""
-    key_length, value_length = len(key), len(value)
-    return b''.join((tag, _SHORT[key_length] if key_length < 0x80 else _varint(key_length), key,
-                     _SHORT[value_length] if value_length < 0x80 else _varint(value_length), value))
-
-
-def _put_records(key_prefix: bytes, step_keys: np.ndarray, values: np.ndarray) -> bytes:
-    """Put records ``key_prefix + step key -> value`` for every row, in RocksDB's WriteBatch layout
-    (tag, varint key length, key, varint value length, value), built as one byte matrix: every key and
-    every value of an array have the same length."""
-    head = np.frombuffer(_PUT + _varint(len(key_prefix) + step_keys.shape[1]) + key_prefix, dtype=np.uint8)
-    middle = np.frombuffer(_varint(values.shape[1]), dtype=np.uint8)
-    widths = (len(head), step_keys.shape[1], len(middle), values.shape[1])
-    rows = np.empty((len(step_keys), sum(widths)), dtype=np.uint8)
-    at = 0
-    for width, part in zip(widths, (head, step_keys, middle, values)):
-        rows[:, at:at + width] = part
-        at += width
-    return rows.tobytes()
-
-
-_PUT, _DELETE_RANGE = b'\x01', b'\x0f'  # RocksDB's kTypeValue and kTypeRangeDeletion record tags
-
-
-def _write_local_sequence(container: PrefixView, steps: np.ndarray, values: np.ndarray,
-                          wall_times: np.ndarray) -> None:
-    """The key/value pairs ``TreeView.set`` + ``make_array`` would write for the sequence, after a range
-    delete of its old points, as one RocksDB write batch built in bulk: the batch's serialized form is
-    assembled with numpy (``_put_records``) instead of one ``put`` call per key, four per point."""
-    prefix = container.prefix
-    rocks: RocksContainer = container.parent
-    step_keys = _step_keys(steps)
-    # RocksDB's memtable takes a batch of keys in sorted order about three times faster than in the
-    # (hash-scattered) step order
-    order = np.argsort(step_keys.view(f'S{step_keys.shape[1]}').ravel(), kind='stable')
-    step_keys = step_keys[order]
-    n = len(order)
-    parts = [_record(_DELETE_RANGE, prefix, prefix + b'\xff')]
-    columns = (  # in key order: epoch < step < time < val
-        ('epoch', np.zeros((n, len(_NONE)), dtype=np.uint8) + np.frombuffer(_NONE, dtype=np.uint8)),
-        ('step', _encoded(_INT_TYPE, steps[order], '<i8')),
-        ('time', _encoded(_FLOAT_TYPE, wall_times[order], '<f8')),
-        ('val', _encoded(_FLOAT_TYPE, values[order], '<f8')),
-    )
-    for array_name, encoded in columns:
-        array_prefix = prefix + _ARRAY_PATHS[array_name]
-        parts.append(_record(_PUT, array_prefix, _ARRAY_FLAG))
-        parts.append(_put_records(array_prefix, step_keys, encoded))
-    _commit_records(rocks, parts, count=1 + len(columns) * (n + 1))
-
-
-def _write_objects(run, series: Series, ctx_id: int) -> None:
-    """An object sequence (images, distributions, text, audio) in one batch, its metadata once: the tree
-    ``RunTracker._track`` leaves after one call per point (checked key by key in
-    tests/test_bulk_write.py), rewritten whole like a metric sequence. Object sequences are Aim's
-    version-1 layout: values keyed by the step itself, no step array."""
-    import connectors.aim_objects  # noqa: F401  registers the converters (lazily: it imports this module)
-    convert = OBJECT_CONVERTERS[series.kind]
-    objects = [convert(payload) for payload in series.values]
-    # A tag with one sample at some steps and several at others: Aim takes a sequence of one type only,
-    # so when any step holds a list, every step does.
-    if any(isinstance(o, list) for o in objects):
-        objects = [o if isinstance(o, list) else [o] for o in objects]
-    steps = [int(s) for s in series.steps]
-    if sorted(set(steps)) != steps:  # merged series are in step order, one point a step
-        raise ValueError(f'{series.name}: object sequence steps must be unique and increasing')
-    name = series.name
-    tree = run.series_run_trees[1]
-    value = {
-        'val': dict(zip(steps, objects)),
-        'epoch': dict.fromkeys(steps),
-        'time': dict(zip(steps, (float(t) for t in series.wall_times))),
-    }
-    sequence = tree.subtree((ctx_id, name))
-    container = getattr(sequence, 'container', None)
-    if isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer):
-        _set_local_tree(container, value, arrays=('epoch', 'time', 'val'))
-    else:
-        tree.set((ctx_id, name), value)
-        for array_name in ('epoch', 'time', 'val'):
-            sequence.make_array(array_name)
-    dtype = get_object_typename(objects[0])
-    run.meta_tree['traces_types', dtype, ctx_id, name] = 1
-    run.meta_run_tree['typed_traces', SEQUENCE_TYPE_MAP.get(dtype, 'sequence'), ctx_id, name] = 1
-    info = {'dtype': dtype, 'version': 1, 'first': objects[0], 'first_step': steps[0],
-            'last': objects[-1], 'last_step': steps[-1]}
-    if isinstance(objects[0], list):
-        info['record_max_length'] = max(len(o) for o in objects)
-    run.meta_run_tree['traces', ctx_id, name] = info
-
-
-def _set_local_tree(container: PrefixView, value: Dict[str, Any], arrays: Tuple[str, ...] = ()) -> None:
-    """What ``TreeView.set((), value)`` and then ``make_array(name)`` for each of ``arrays`` write to a
-    local container's subtree, as one RocksDB write batch assembled as bytes (``_assignment``). Not
-    through ``TreeView.set``: Aim's ``unfold_tree`` deep-copies every object's storage twice, and
-    ``RocksContainer.set`` adds a blob delete per key, which the range delete before it makes
-    redundant."""
-    records: List[bytes] = []
-    _assignment(records, container.prefix, value)
-    for name in arrays:
-        records.append(_record(_PUT, container.prefix + _ARRAY_PATHS[name], _ARRAY_FLAG))
-    _commit_records(container.parent, records)
-
-
-def _assignment(records: List[bytes], key: bytes, value: Any) -> None:
-    """The write-batch records of ``ContainerTreeView.set`` of ``value`` at the encoded path ``key``: a
-    range delete of the path and of its blobs, then every record of the value unfolded, a blob as its
-    sentinel and its bytes (as ``RocksContainer.set`` stores one)."""
-    records.append(_record(_DELETE_RANGE, key, key + b'\xff'))
-    records.append(_record(_DELETE_RANGE, BLOB_DOMAIN + key, BLOB_DOMAIN + key + b'\xff'))
-    for sub, encoded in encode_paths_vals(_unfold_objects(value, ())):
-        if isinstance(encoded, BLOB):
-            records.append(_record(_PUT, key + sub, BLOB_SENTINEL))
-            records.append(_record(_PUT, BLOB_DOMAIN + key + sub, bytes(encoded)))
-        else:
-            records.append(_record(_PUT, key + sub, encoded))
-
-
-def _commit_records(rocks: RocksContainer, records: List[bytes], count: Optional[int] = None) -> None:
-    """Write-batch records (``_record``) committed as one batch, in order; the list is emptied.
-    ``count``: how many records the parts hold, when a part holds several (``_put_records``)."""
-    if records:
-        count = len(records) if count is None else count
-        header = b'\x00' * 8 + count.to_bytes(4, 'little')  # sequence 0, record count
-        rocks.commit(aimrocks.WriteBatch(header + b''.join(records)))
-        records.clear()
-
-
-class _MetaWrites:
-    """A write-only view of a subtree of a run's meta container: ``tree[path] = value`` gathers the
-    records ``ContainerTreeView`` would commit (``_assignment``) into a list shared by the run's meta
-    views, committed in one batch when the run closes. A run's meta tree takes about five assignments
-    per sequence; through Aim's trees each is its own commit."""
-
-    __slots__ = ('_records', '_prefix')
-
-    def __init__(self, records: List[bytes], prefix: bytes):
-        self._records = records
-        self._prefix = prefix
-
-    def __setitem__(self, path, value) -> None:
-        if path is Ellipsis:
-            path = ()
-        elif not isinstance(path, (tuple, list)):
-            path = (path,)
-        _assignment(self._records, self._prefix + _encoding.encode_path(path), value)
-
-
-def _unfold_objects(obj: Any, path: Tuple) -> Iterator[Tuple[Tuple, Any]]:
-    """``unfold_tree(obj)``'s (path, value) pairs, reading each Aim object's storage in place."""
-    if isinstance(obj, CustomObject):
-        yield path, CustomObjectFlagType(obj.AIM_NAME)  # as unfold_tree: the object's flag, then its fields
-        for key, field in obj.storage.container.items():
-            yield from _unfold_objects(field, path + (key,))
-    elif isinstance(obj, list):
-        yield path, ArrayFlag
-        for index, item in enumerate(obj):
-            yield from _unfold_objects(item, path + (index,))
-    elif isinstance(obj, dict) and obj:
-        for key, item in obj.items():
-            yield from _unfold_objects(item, path + (key,))
-    else:  # a leaf, or an empty dict
-        yield from unfold_tree(obj, path=path)
 
 
 def _close_run(run: BasicRun, end_time: Optional[float]) -> None:
@@ -587,12 +353,25 @@ def _close_run(run: BasicRun, end_time: Optional[float]) -> None:
     run.close()
 
 
-def _pack_records(items: Iterable[Tuple[bytes, Any]]) -> bytes:
+def _pack_records(items: Iterable[Tuple[bytes, Any]]) -> Optional[bytes]:
     """A container's (key, value) records as one compressed bytes object. Values stored as blobs come
-    as lazy ``BLOB``s reading through the container: they are loaded now, and flagged."""
-    records = [(key, bytes(value.load()), True) if isinstance(value, BLOB) else (key, value, False)
-               for key, value in items]
+    as lazy ``BLOB``s reading through the container: they are loaded now, and flagged. None for a
+    container of more than ``_PACK_MAX_BYTES`` (a run of many sequences or large objects): the index
+    step then reads it from the container, in bounded batches."""
+    records, size = [], 0
+    for key, value in items:
+        if isinstance(value, BLOB):
+            value, is_blob = bytes(value.load()), True
+        else:
+            is_blob = False
+        size += len(key) + len(value)
+        if size > _PACK_MAX_BYTES:
+            return None
+        records.append((key, value, is_blob))
     return zlib.compress(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+_PACK_MAX_BYTES = 4 << 20  # a typical run's meta container is ~50 KB
 
 
 def _unpack_records(packed: bytes) -> Iterator[Tuple[bytes, Any]]:
@@ -623,8 +402,7 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     index = repo._get_index_tree('meta', 0).view(())
     for run_hash in hashes:
         if run_hash not in meta_records:
-            repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
-                .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
+            _index_from_container(repo, index.container, run_hash)
     if meta_records:  # the same operations as finalize, from the kept records, in batches of runs
         index_container = index.container
         indexed = [run_hash for run_hash in hashes if run_hash in meta_records]
@@ -640,6 +418,30 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
 
 
 _INDEX_BATCH_RUNS = 100  # a write batch holds ~2 MB of records for this many runs
+_INDEX_BATCH_RECORDS = 50_000
+
+
+def _index_from_container(repo: Repo, index_container, run_hash: str) -> None:
+    """What Aim's ``finalize`` of a run's meta subtree does to the index (clear the run's prefix, copy
+    every record of its meta container), read from the container and committed in batches of
+    ``_INDEX_BATCH_RECORDS`` (``finalize`` commits each record alone, and a run of 200,000 sequences
+    holds millions)."""
+    container = RocksContainer(os.path.join(repo.path, 'meta', 'chunks', run_hash), read_only=True,
+                               skip_read_optimization=True)
+    try:
+        prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
+        batch = index_container.batch()
+        index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
+        held = 0
+        for key, value in container.items():
+            index_container.set(key, value, store_batch=batch)
+            held += 1
+            if held >= _INDEX_BATCH_RECORDS:
+                index_container.commit(batch)
+                batch, held = index_container.batch(), 0
+        index_container.commit(batch)
+    finally:
+        container.close()
 
 
 def _write_props(repo: Repo, props: List[RunProps]) -> None:

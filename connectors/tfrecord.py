@@ -29,6 +29,7 @@ _CHUNK = 1 << 20
 # A length this large is certainly a corrupted header, whatever its CRC says.
 _MAX_RECORD = 1 << 31
 _LENGTH_CRCS_MAX = 4096
+_BATCH_BYTES = 16 << 20  # a batch of records also ends at this size (large images)
 
 
 def masked_crc(data: bytes) -> int:
@@ -173,7 +174,11 @@ def iter_record_batches(stream: BinaryIO, max_records: int = 4096) -> Iterator[U
                 yield RecordBatch(offsets, payloads)
                 offsets, payloads = [], []
                 continue
-            # slow path: refill, end of stream, or a damaged record
+            # slow path: refill, end of stream, or a damaged record (reached at least once a buffer, so
+            # a batch of large records is bounded in bytes here too)
+            if payloads and sum(map(len, payloads)) >= _BATCH_BYTES:
+                yield RecordBatch(offsets, payloads)
+                offsets, payloads = [], []
             offset = buf.pos
             header = buf.peek(_HEADER.size)
             if not header:

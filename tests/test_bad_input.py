@@ -12,6 +12,7 @@ from connectors.tfrecord import Record, iter_records
 from pipelines import tf_to_aim
 from samples.tensorboard_logs import write_tbx
 from transforms.classify import EventFileAssignment
+from transforms.series import Skip
 from transforms.tensorboard import ReadRunFn
 from tests.readback import read_metrics
 
@@ -105,10 +106,11 @@ def test_a_file_that_vanishes_after_listing_is_a_dead_letter(tmp_path):
     source = EventFileSource(str(tmp_path / 'logs'))
     (listed,) = source.list_event_files()
     os.remove(tmp_path / 'logs' / listed)
-    out = list(ReadRunFn(source, 'logs').process(('run', [EventFileAssignment('run', None, listed)])))
-    assert len(out) == 1 and out[0].tag == 'skipped'
-    assert out[0].value.reason == 'file vanished between listing and reading'
-    assert out[0].value.source == str(tmp_path / 'logs' / listed)
+    (data,) = ReadRunFn(source, 'logs').process(('run', [EventFileAssignment('run', None, listed)]))
+    out = list(data.items())  # the run's files are read as the writer takes them
+    assert len(out) == 1 and isinstance(out[0], Skip)
+    assert out[0].reason == 'file vanished between listing and reading'
+    assert out[0].source == str(tmp_path / 'logs' / listed)
 
 
 def test_unsupported_values_are_counted_per_plugin(tmp_path):
@@ -126,6 +128,6 @@ def test_unsupported_values_are_counted_per_plugin(tmp_path):
     writer.close()
     source = EventFileSource(str(tmp_path / 'logs'))
     (listed,) = source.list_event_files()
-    out = list(ReadRunFn(source, 'logs').process(('run', [EventFileAssignment('run', None, listed)])))
-    skips = [o.value for o in out if getattr(o, 'tag', None) == 'skipped']
+    (data,) = ReadRunFn(source, 'logs').process(('run', [EventFileAssignment('run', None, listed)]))
+    skips = [o for o in data.items() if isinstance(o, Skip)]
     assert [(s.reason, s.count, s.kind) for s in skips] == [("unsupported plugin 'my_custom_plugin'", 4, 'point')]

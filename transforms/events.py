@@ -152,7 +152,8 @@ def read_event_stream(
                 yield Skip(source, item.reason, 'record', offset=item.offset)
                 continue
             yield from reader.decode(item)
-            if reader.pending >= chunk_points:
+            if (reader.pending >= chunk_points or reader.pending_bytes >= CHUNK_BYTES
+                    or len(reader.columns) >= CHUNK_SERIES):
                 yield reader.take_chunk()
         if reader.columns:
             yield reader.take_chunk()
@@ -166,6 +167,10 @@ def read_event_stream(
 
 
 _BATCH_RECORDS = 4096
+# A chunk also ends at this many bytes of object payloads (large images), or this many series (runs of
+# many tags: a Series costs ~1 KB before its first point), so that it stays small whatever the run holds.
+CHUNK_BYTES = 64 << 20
+CHUNK_SERIES = 20_000
 
 
 class _BatchDecoder:
@@ -187,13 +192,14 @@ class _BatchDecoder:
         self.unsupported: Dict[str, int] = collections.Counter()
         self.records_read = 0
         self.pending = 0
+        self.pending_bytes = 0
 
     def take_chunk(self) -> List[Series]:
         chunk = [entry[0] for entry in self.columns.values()]
         self.columns.clear()
         for part in chunk:
             self.stats[f'points_read:{part.kind}'] += len(part)
-        self.pending = 0
+        self.pending = self.pending_bytes = 0
         return chunk
 
     def _target(self, kind: str, tag: str) -> tuple:
@@ -315,6 +321,7 @@ class _BatchDecoder:
             entry[3](payload)
             entry[4](offset)
             self.pending += 1
+            self.pending_bytes += _payload_bytes(payload)
 
     def _append_columns(self, fast: ScalarColumns, record_offsets: List[int]) -> None:
         offsets = np.asarray(record_offsets, dtype=np.int64)[fast.index]
@@ -329,6 +336,15 @@ class _BatchDecoder:
             if before and part.positions[before - 1] > part.positions[before]:
                 _sort_by_position(part)  # points of this batch decoded one by one came after some of these
         self.pending += len(fast.index)
+
+
+def _payload_bytes(payload: Any) -> int:
+    """About how many bytes an object point holds (image and audio samples, text; others are small)."""
+    if isinstance(payload, list):
+        return sum(len(sample.get('data', b'')) for sample in payload if isinstance(sample, dict))
+    if isinstance(payload, (str, bytes)):
+        return len(payload)
+    return 0
 
 
 _MIN_COLUMN_BATCH = 16  # below this, one by one is as fast

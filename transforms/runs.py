@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -21,7 +21,8 @@ SKIPPED = 'skipped'
 
 
 class WriteRunsFn(beam.DoFn):
-    """(RunData, dead letters) → one result dict per run written; a run that fails is a dead letter."""
+    """Runs → one result dict per run written; a run that fails is a dead letter, and so is whatever its
+    source or its write could not keep."""
 
     def __init__(self, repo: str, progress=None):
         self.repo = repo
@@ -42,12 +43,13 @@ class WriteRunsFn(beam.DoFn):
     def start_bundle(self):
         self._held = None
 
-    def process(self, element: Tuple[RunData, List[Skip]], window=beam.DoFn.WindowParam,
+    def process(self, element: Union[RunData, Tuple[RunData, List[Skip]]], window=beam.DoFn.WindowParam,
                 timestamp=beam.DoFn.TimestampParam):
         """Each run is written when the next one arrives (or at the bundle's end), its containers having
         been opened meanwhile, in the background (``AimRunWriter.prepare``). Its outputs keep its own
-        window and timestamp."""
-        self._writer.prepare(element[0])
+        window and timestamp. An element is a run (``RunData``, read while it is written) or a run
+        with the dead letters its source found (counted here as skipped points)."""
+        self._writer.prepare(element if isinstance(element, RunData) else element[0])
         held, self._held = self._held, (element, window, timestamp)
         if held is not None:
             yield from self._write_held(held)
@@ -71,26 +73,44 @@ class WriteRunsFn(beam.DoFn):
         if in_direct_runner_worker_process():  # it exits next: see pipelines.common.exit_program
             gc.freeze()
 
-    def _write(self, element: Tuple[RunData, List[Skip]]):
-        data, skips = element
+    def _write(self, element: Union[RunData, Tuple[RunData, List[Skip]]]):
+        if isinstance(element, RunData):
+            data, skips = element, []
+        else:
+            data, skips = element
         for skip in skips:
             self.points_skipped.inc(skip.count)
             yield TaggedOutput(SKIPPED, skip)
-        points = sum(len(s) for s in data.series) + sum(data.attribute_points.values())
+        passed: List[Skip] = []
         try:
-            # a run write is idempotent, so a transient failure (a busy lock, an Aim server restarting)
-            # is retried whole
-            result = call_with_retry(self._writer.write, data, resource=f'Aim repo {self.repo} run {data.spec.name}')
-            written = dict(result.points)
-            for kind, count in data.attribute_points.items():  # written as run attributes
-                written[kind] = written.get(kind, 0) + count
+            if data.stream is not None:
+                # read while written: not retried (a transient storage error is retried per read, and a
+                # retry here would read and count the run twice)
+                result = self._writer.write(data, passed.append)
+            else:
+                # a run write is idempotent, so a transient failure (a busy lock, an Aim server
+                # restarting) is retried whole
+                def attempt():
+                    passed.clear()
+                    return self._writer.write(data, passed.append)
+
+                result = call_with_retry(attempt, resource=f'Aim repo {self.repo} run {data.spec.name}')
         except Exception as error:  # one bad run must not stop the others; it is reported
+            points = data.points_seen if data.stream is not None else (
+                sum(len(s) for s in data.series) + sum(data.attribute_points.values()))
             self.runs_failed.inc()
             self.points_skipped.inc(points)
-            yield TaggedOutput(SKIPPED, Skip(data.spec.attributes.get('tensorboard_logdir', data.spec.identity),
-                                             f'run could not be written: {type(error).__name__}: {error}',
+            yield from (TaggedOutput(SKIPPED, skip) for skip in passed)
+            yield TaggedOutput(SKIPPED, Skip(data.origin, f'run could not be written: {type(error).__name__}: {error}',
                                              'run', count=points))
             return
+        yield from (TaggedOutput(SKIPPED, skip) for skip in passed)
+        if result is None:  # the source held no point: no run
+            return
+        self.points_skipped.inc(result.superseded)
+        written = dict(result.points)
+        for kind, count in data.attribute_points.items():  # written as run attributes
+            written[kind] = written.get(kind, 0) + count
         self.runs_written.inc()
         self.points_written.inc(sum(written.values()))
         for kind, count in written.items():
@@ -98,7 +118,7 @@ class WriteRunsFn(beam.DoFn):
         if self.progress is not None:
             self.progress.record('runs', 1, sum(written.values()))
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
-               'meta_records': result.meta_records, 'contexts': sorted({str(s.context) for s in data.series})}
+               'meta_records': result.meta_records, 'contexts': result.contexts}
 
 
 def in_direct_runner_worker_process() -> bool:

@@ -1,20 +1,23 @@
 """The coarse elements that flow between runferry's transforms, and the run a sink writes.
 
 A ``Series`` holds the points of one sequence (kind, name, context) in column form, so one Beam element
-carries thousands of points. A ``RunData`` is everything the sink needs to write one run.
+carries thousands of points. A ``RunData`` is everything the sink needs to write one run: its ``spec``
+and its series, either held (``series``) or read while the sink writes (``stream``), chunk by chunk, so
+that a run of any size is written in bounded memory.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from array import array
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ['Series', 'RunSpec', 'RunData', 'Skip', 'context_key', 'merge_series']
+__all__ = ['Series', 'RunSpec', 'RunData', 'RunItem', 'Skip', 'context_key', 'merge_series', 'METRIC', 'SUPERSEDED_REASON']
 
 METRIC = 'metric'
+SUPERSEDED_REASON = 'duplicate step: superseded by a later event with the same step'
 
 
 def context_key(context: Optional[Dict[str, Any]]) -> str:
@@ -96,16 +99,40 @@ class RunSpec:
     attributes: Dict[str, Any] = dataclasses.field(default_factory=dict)
     description: Optional[str] = None
     tags: List[str] = dataclasses.field(default_factory=list)
+    # None: the first and last wall time of the run's points
     creation_time: Optional[float] = None
     end_time: Optional[float] = None
+    # where the run was read from (a URL, a run id), as dead letters name it; None: ``identity``
+    origin: Optional[str] = None
+
+
+# A chunk of a run's series, or a dead letter met while reading them.
+RunItem = Union[List['Series'], 'Skip']
 
 
 @dataclasses.dataclass
 class RunData:
     spec: RunSpec
-    series: List[Series]
+    series: List[Series] = dataclasses.field(default_factory=list)
     # points kept as run attributes instead of sequences (e.g. TensorBoard hparams), by kind
     attribute_points: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # A source that reads while the sink writes: called with this RunData, it yields chunks of series
+    # (any sequence may continue over several chunks) and dead letters, and may complete ``spec`` (its
+    # attributes) and ``attribute_points`` when it ends. Picklable. None: the run is ``series``.
+    stream: Optional[Callable[['RunData'], Iterator[RunItem]]] = None
+    # points the stream has handed over so far, attribute points included (what a failed run loses)
+    points_seen: int = 0
+
+    def items(self) -> Iterator[RunItem]:
+        """The run's series as chunks, with the dead letters of reading them, in source order."""
+        if self.stream is not None:
+            yield from self.stream(self)
+        elif self.series:
+            yield self.series
+
+    @property
+    def origin(self) -> str:
+        return self.spec.origin or self.spec.identity
 
 
 @dataclasses.dataclass(frozen=True)

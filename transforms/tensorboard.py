@@ -5,9 +5,10 @@
     listing ─ClassifyEventFiles─▶ (run, file assignment) ─GroupByKey─▶ (run, its files)
             ─ReadRuns─▶ RunData ─WriteRuns─▶ run results;   every step's dead letters ─▶ ``skipped``
 
-Only file paths go through the shuffle: a run's files are read, merged and written by one worker, in
-one fused step, so a worker holds one run's points at a time (memory does not grow with the number of
-runs) and decoded points are never pickled between stages. Runs are the unit of parallelism.
+Only file paths go through the shuffle. ``ReadRuns`` hands each run to ``WriteRuns`` as a ``RunData``
+whose files are read while the writer writes them (``EventFileRun``), chunk by chunk: a worker holds one
+chunk of one run at a time (memory grows neither with the number of runs nor with a run's size), and
+decoded points are never pickled between stages. Runs are the unit of parallelism.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from connectors.event_files import EventFileSource
 from transforms.classify import EventFileAssignment, classify
 from transforms.events import read_event_stream
 from transforms.runs import WriteRunsFn, NAMESPACE
-from transforms.series import RunData, RunSpec, Series, Skip, merge_series
+from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
            'SKIPPED']
@@ -66,32 +67,29 @@ def read_event_file(source: EventFileSource, assignment: EventFileAssignment, ch
         yield Skip(url, f'file cannot be opened: {error}', 'file')
         return
     try:
-        with stream:
-            yield from read_event_stream(stream, url, context, chunk_points, file_stats)
-    except OSError as error:
-        if not file_stats['records_read']:
+        try:
+            with stream:
+                yield from read_event_stream(stream, url, context, chunk_points, file_stats)
+        except OSError as error:
+            if not file_stats['records_read']:
+                stats['files_skipped'] += 1
+                yield Skip(url, f'file cannot be read: {error}', 'file')
+                return
+            yield Skip(url, f'file read failed part-way: {error}', 'file')
+        if file_stats['records_read'] == 0 and not any(k.startswith('records_skipped') for k in file_stats):
             stats['files_skipped'] += 1
-            stats.update(file_stats)
-            yield Skip(url, f'file cannot be read: {error}', 'file')
-            return
-        yield Skip(url, f'file read failed part-way: {error}', 'file')
-    if file_stats['records_read'] == 0 and not any(k.startswith('records_skipped') for k in file_stats):
-        stats['files_skipped'] += 1
-        yield Skip(url, 'empty event file', 'file')
-    else:
-        stats['files_read'] += 1
-    stats.update(file_stats)
+            yield Skip(url, 'empty event file', 'file')
+        else:
+            stats['files_read'] += 1
+    finally:  # counted also when the reader stops early (the writer failed): what was read, was read
+        stats.update(file_stats)
 
 
-class ReadRunFn(beam.DoFn):
-    """(run, its file assignments) → (RunData, dead letters of the merge) for the writer, and dead
-    letters for what could not be read. A run none of whose files held a record is not written."""
+class ReadCounters:
+    """The reading counters of ``runferry`` (files, records, points by kind), made where a DoFn is
+    constructed and incremented wherever its runs are read (by the writer, as it streams them)."""
 
-    def __init__(self, source: EventFileSource, experiment: str, chunk_points: int = 100_000, progress=None):
-        self.source = source
-        self.experiment = experiment
-        self.chunk_points = chunk_points
-        self.progress = progress
+    def __init__(self):
         self.files_read = Metrics.counter(NAMESPACE, 'files_read')
         self.files_skipped = Metrics.counter(NAMESPACE, 'files_skipped')
         self.records_read = Metrics.counter(NAMESPACE, 'records_read')
@@ -99,23 +97,7 @@ class ReadRunFn(beam.DoFn):
         self.points_read = Metrics.counter(NAMESPACE, 'points_read')
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
 
-    def process(self, element: Tuple[str, Iterable[EventFileAssignment]]):
-        run, assignments = element
-        chunks: List[List[Series]] = []
-        for assignment in sorted(assignments, key=lambda a: a.path):
-            stats: collections.Counter = collections.Counter()
-            for item in read_event_file(self.source, assignment, self.chunk_points, stats):
-                if isinstance(item, Skip):
-                    yield TaggedOutput(SKIPPED, item)
-                else:
-                    chunks.append(item)
-            self._count(stats)
-            if self.progress is not None:
-                self.progress.record('files')
-        if chunks:
-            yield tensorboard_run_data(self.source, self.experiment, run, chunks)
-
-    def _count(self, stats: collections.Counter) -> None:
+    def count(self, stats: collections.Counter) -> None:
         self.files_read.inc(stats['files_read'])
         self.files_skipped.inc(stats['files_skipped'])
         self.records_read.inc(stats['records_read'])
@@ -128,36 +110,92 @@ class ReadRunFn(beam.DoFn):
                 Metrics.counter(NAMESPACE, name).inc(value)
 
 
-def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
-                         chunks: Iterable[List[Series]]) -> Tuple[RunData, List[Skip]]:
-    """All chunks of one run → the run to write, and dead letters for superseded duplicate steps."""
-    parts: Dict[Tuple[str, str, str], List[Series]] = collections.defaultdict(list)
-    for chunk in chunks:
-        for series in chunk:
-            parts[series.key].append(series)
-    merged, skips = [], []
-    for key in sorted(parts):
-        series, superseded = merge_series(parts[key])
-        merged.append(series)
+ATTRIBUTE_KINDS = ('hparams', 'hparams_config')  # kept as run attributes, not sequences
+
+
+class EventFileRun:
+    """One run's event files, read while the sink writes them (``RunData.stream``): yields chunks of
+    series (about ``chunk_points`` points or ``chunk_bytes`` of objects each) and dead letters, file by
+    file in path order, and counts what it read. Hparams are kept aside and become run attributes when
+    the files are done (``hparams_attributes``). Picklable: it holds only the source and the paths."""
+
+    def __init__(self, source: EventFileSource, assignments: List[EventFileAssignment], chunk_points: int,
+                 counters: ReadCounters, progress=None):
+        self.source = source
+        self.assignments = sorted(assignments, key=lambda a: a.path)
+        self.chunk_points = chunk_points
+        self.counters = counters
+        self.progress = progress
+
+    def __call__(self, data: RunData) -> Iterator[Union[List[Series], Skip]]:
+        attribute_parts: List[Series] = []
+        for assignment in self.assignments:
+            stats: collections.Counter = collections.Counter()
+            try:
+                for item in read_event_file(self.source, assignment, self.chunk_points, stats):
+                    if isinstance(item, Skip):
+                        yield item
+                        continue
+                    data.points_seen += sum(len(s) for s in item)
+                    sequences = [s for s in item if s.kind not in ATTRIBUTE_KINDS]
+                    attribute_parts.extend(s for s in item if s.kind in ATTRIBUTE_KINDS)
+                    if sequences:
+                        yield sequences
+            finally:
+                self.counters.count(stats)
+            if self.progress is not None:
+                self.progress.record('files')
+        attributes, points, skips = hparams_attributes(data.origin, attribute_parts)
+        data.spec.attributes.update(attributes)
+        data.attribute_points = points
+        for skip in skips:
+            self.counters.points_skipped.inc(skip.count)
+            yield skip
+
+
+def hparams_attributes(origin: str, parts: List[Series]) -> Tuple[Dict[str, Any], Dict[str, int], List[Skip]]:
+    """A run's hparams series → its attributes (``hparams``, ``hparams_config``: the last event of each
+    tag, in step order, wins), the points they hold by kind, and dead letters for superseded ones."""
+    by_key: Dict[Tuple[str, str, str], List[Series]] = collections.defaultdict(list)
+    for part in parts:
+        by_key[part.key].append(part)
+    attributes: Dict[str, Any] = {}
+    points: Dict[str, int] = {}
+    skips = []
+    for key in sorted(by_key):
+        series, superseded = merge_series(by_key[key])
         if superseded:
-            skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
-                              'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
-    url = source.url(run)
-    attributes: Dict[str, Any] = {'tensorboard_logdir': url}
-    attribute_points: Dict[str, int] = {}
-    for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
-        merged.remove(series)
+            skips.append(Skip(origin, SUPERSEDED_REASON, 'point', count=superseded, detail=f'{series.name} {key[2]}'))
         attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
-        attribute_points[series.kind] = attribute_points.get(series.kind, 0) + len(series)
-    spec = RunSpec(
-        identity=f'tensorboard:{url}',
-        name=run,
-        experiment=experiment,
-        attributes=attributes,
-        creation_time=min(min(s.wall_times) for s in merged) if merged else None,
-        end_time=max(max(s.wall_times) for s in merged) if merged else None,
-    )
-    return RunData(spec, merged, attribute_points), skips
+        points[series.kind] = points.get(series.kind, 0) + len(series)
+    return attributes, points, skips
+
+
+class ReadRunFn(beam.DoFn):
+    """(run, its file assignments) → the run to write (``RunData``), whose files are read while it is
+    written (``EventFileRun``): a run's points never wait in memory for the writer. A run none of whose
+    files holds a point is not written (``AimRunWriter.write`` returns None)."""
+
+    def __init__(self, source: EventFileSource, experiment: str, chunk_points: int = 100_000, progress=None):
+        self.source = source
+        self.experiment = experiment
+        self.chunk_points = chunk_points
+        self.progress = progress
+        self.counters = ReadCounters()
+
+    def process(self, element: Tuple[str, Iterable[EventFileAssignment]]):
+        run, assignments = element
+        url = self.source.url(run)
+        spec = RunSpec(identity=f'tensorboard:{url}', name=run, experiment=self.experiment,
+                       attributes={'tensorboard_logdir': url}, origin=url)
+        yield RunData(spec, stream=EventFileRun(self.source, list(assignments), self.chunk_points, self.counters,
+                                                self.progress))
+
+
+def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
+                         assignments: Iterable[EventFileAssignment], chunk_points: int = 100_000) -> RunData:
+    """One run as ``ReadRunFn`` makes it, outside a pipeline (tests, the benchmark)."""
+    return next(iter(ReadRunFn(source, experiment, chunk_points).process((run, assignments))))
 
 
 class ConvertTensorBoard(beam.PTransform):
@@ -177,12 +215,11 @@ class ConvertTensorBoard(beam.PTransform):
     def expand(self, listing: beam.PCollection) -> Dict[str, beam.PCollection]:
         classified = listing | 'ClassifyEventFiles' >> beam.ParDo(
             ClassifyEventFiles(self.source, self.flat)).with_outputs(SKIPPED, main='files')
-        read = (classified.files
+        runs = (classified.files
                 | 'GroupFilesByRun' >> beam.GroupByKey()
-                | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress))
-                .with_outputs(SKIPPED, main='runs'))
-        written = read.runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
+                | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress)))
+        written = runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
             SKIPPED, main='written')
-        skipped = ((classified[SKIPPED], read[SKIPPED], written[SKIPPED])
+        skipped = ((classified[SKIPPED], written[SKIPPED])
                    | 'FlattenSkipped' >> beam.Flatten())
         return {'written': written.written, 'skipped': skipped}
