@@ -36,6 +36,8 @@ setup(
             'hypothesis==6.170.15',
             'moto[server]==5.2.5',
             'gcp-storage-emulator==2026.7.19',
+            # PyTorch's SummaryWriter, a real writer of the histogram tests (a CPU wheel)
+            'torch==2.13.0',
         ],
     },
 )
