@@ -31,7 +31,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.classify import Plan
+from transforms.classify import Plan, run_name
 from transforms.runs import NAMESPACE
 
 __all__ = ['print_plan', 'print_report', 'print_tree', 'skipped_by_reason', 'reason_label', 'CountContextsFn',
@@ -89,7 +89,7 @@ def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
         for context, paths in sorted(run_contexts.items(), key=lambda kv: (kv[0] is not None, kv[0] or '')):
             label = f'context {context}' if context is not None else 'no context (files in the run directory)'
             context_nodes.append((f'{label}: {_plural(len(paths), "file")}', [(path, []) for path in paths]))
-        nodes.append((f'run {run}', context_nodes))
+        nodes.append((f'run {run_name(run, source.logdir)}', context_nodes))
     if plan.ignored:
         nodes.append((f'ignored (unorganized event files, not in a run directory): {len(plan.ignored):,}',
                       [(path, []) for path in plan.ignored]))
@@ -236,7 +236,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:
         say('  nothing was skipped')
-    if not repo.startswith('aim://'):
+    if not repo.startswith('aim://') and counters.get('runs_written'):  # an empty repo is nothing to view
         say(f'View the result: aim up --repo {repo}')
 
 

@@ -1,6 +1,7 @@
 """TensorBoard logdir → Aim repo, as a Beam batch pipeline.
 
-    python -m pipelines.tf_to_aim --logdir DIR_OR_URL --repo AIM_REPO [--flat] [--experiment NAME]
+    python -m pipelines.tf_to_aim --logdir DIR_OR_URL --repo AIM_REPO [--layout aim|flat|tensorboard | --flat]
+        [--experiment NAME]
         [--dry-run] [--skipped PATH] [--strict] [--storage-options JSON] [any Beam flag...]
 
 Flags this module does not know (``--runner``, ``--direct_num_workers``...) go to Beam untouched.
@@ -32,7 +33,7 @@ from pipelines.common import (UsageError, check_repo_writable, default_skipped_p
                               watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import print_plan
-from transforms.classify import Plan, classify
+from transforms.classify import AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, look_like_runs, run_name
 from transforms.tensorboard import ConvertTensorBoard
 
 PROG = 'tf_to_aim'
@@ -44,7 +45,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
     parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
     parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
-    parser.add_argument('--flat', action='store_true', help='every directory holding event files is a run')
+    parser.add_argument('--layout', choices=LAYOUTS, default=None,
+                        help="how directories become runs: aim (default: Aim's converter rules), flat (Aim's "
+                             "--flat rule), tensorboard (every directory holding event files is a run)")
+    parser.add_argument('--flat', action='store_true',
+                        help="Aim's --flat rule: every directory holding event files below depth 1 is a run, its "
+                             "parent a group (same as --layout flat)")
     parser.add_argument('--experiment', help="Aim experiment of the runs (default: the logdir's base name)")
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
                         help='print the plan (runs, contexts, files, ignored files); write nothing')
@@ -65,11 +71,19 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
     if not known.repo.strip():
         raise UsageError('--repo is empty')
     known.storage_options = parse_json_flag('--storage-options', known.storage_options)
+    known.layout = resolve_layout(known.layout, known.flat)
     if known.experiment is None:
         known.experiment = posixpath.basename(known.logdir.rstrip('/')) or 'default'
     if known.skipped is None:
         known.skipped = default_skipped_path(known.repo)
     return known, pipeline_args
+
+
+def resolve_layout(layout: Optional[str], flat: bool) -> str:
+    """``--flat`` is ``--layout flat``; with another ``--layout`` it is a contradiction."""
+    if flat and layout not in (None, FLAT):
+        raise UsageError(f'--flat contradicts --layout {layout} (--flat is --layout flat)')
+    return FLAT if flat else (layout or AIM)
 
 
 def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], Plan]:
@@ -81,14 +95,14 @@ def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], P
         raise UsageError(str(error)) from None
     if not listing:
         raise UsageError(f'logdir {source.logdir} holds no event files (no file name contains "tfevents")')
-    return source, listing, classify(listing, flat=args.flat)
+    return source, listing, classify(listing, args.layout)
 
 
 def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str],
           progress: Optional[ProgressRecorder] = None) -> None:
     converted = (p
                  | 'ListEventFiles' >> beam.Create([listing])
-                 | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.flat,
+                 | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.layout,
                                                               args.chunk_points, progress))
     finish_outputs(converted, args.repo, args.skipped)
 
@@ -96,8 +110,18 @@ def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, l
 def warn_ignored(source: EventFileSource, plan: Plan) -> None:
     if plan.ignored:
         listed = ', '.join(source.url(p) for p in plan.ignored)
-        log.warning('ignoring %d unorganized event file(s) (not in a run directory): %s',
-                    len(plan.ignored), listed)
+        log.warning('ignoring %d unorganized event file(s) (not in a run directory; --layout %s converts every '
+                    'directory holding event files as a run): %s', len(plan.ignored), TENSORBOARD, listed)
+
+
+def warn_merged_runs(source: EventFileSource, plan: Plan, layout: str) -> None:
+    """Aim's rules make sibling directories contexts of one run even when they look like separate runs."""
+    if layout == TENSORBOARD:
+        return
+    for run, contexts in look_like_runs(plan).items():
+        log.warning('run %s: its context directories %s look like separate runs (numbered siblings), which '
+                    "Aim's rules merge into one run; --layout %s converts each as its own run",
+                    run_name(run, source.logdir), ', '.join(contexts), TENSORBOARD)
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -110,6 +134,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     except UsageError as error:
         fail_usage(PROG, error)
     warn_ignored(source, plan)
+    warn_merged_runs(source, plan, args.layout)
     if args.dry_run:
         print_plan(source, plan, args.experiment)
         return 0
@@ -121,7 +146,17 @@ def run(argv: Optional[List[str]] = None) -> int:
         result.wait_until_finish()
     counters = read_counters(result)
     counters['files_ignored'] = len(plan.ignored)
-    return finish(counters, time.time() - started, args)
+    status = finish(counters, time.time() - started, args)
+    if not counters.get('runs_written'):
+        print(no_run_written(source, listing, args.skipped), file=sys.stderr)
+        return max(status, 1)
+    return status
+
+
+def no_run_written(source: EventFileSource, listing: List[str], skipped: str) -> str:
+    """The one line that says why a logdir holding event files gave an empty repo."""
+    return (f'{PROG}: no run written although {source.logdir} holds {len(listing)} event file(s): none of its runs '
+            f'could be read or written (the reasons are in {skipped})')
 
 
 if __name__ == '__main__':

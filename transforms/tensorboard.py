@@ -20,13 +20,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.event_files import EventFileSource
-from transforms.classify import EventFileAssignment, classify
+from transforms.classify import AIM, EventFileAssignment, classify, run_name
 from transforms.events import read_event_stream
+from transforms.hparams import merge_run_attributes
 from transforms.runs import WriteRunsFn, NAMESPACE
 from transforms.series import RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
-           'SKIPPED']
+           'data_time_span', 'SKIPPED']
 
 SKIPPED = 'skipped'
 
@@ -35,12 +36,12 @@ class ClassifyEventFiles(beam.DoFn):
     """A listing (all relative event-file paths) → (run, assignment) for each file that belongs to a
     run; unorganized files go to the ``skipped`` output."""
 
-    def __init__(self, source: EventFileSource, flat: bool):
+    def __init__(self, source: EventFileSource, layout: str):
         self.source = source
-        self.flat = flat
+        self.layout = layout
 
     def process(self, listing: List[str]):
-        plan = classify(listing, flat=self.flat)
+        plan = classify(listing, self.layout)
         for path in plan.ignored:
             yield TaggedOutput(SKIPPED, Skip(self.source.url(path), 'unorganized event file (not in a run '
                                              'directory)', 'file'))
@@ -143,40 +144,49 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
             skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
     url = source.url(run)
-    attributes: Dict[str, Any] = {'tensorboard_logdir': url}
-    attribute_points: Dict[str, int] = {}
-    for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
-        merged.remove(series)
-        attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
-        attribute_points[series.kind] = attribute_points.get(series.kind, 0) + len(series)
+    attribute_series = [s for s in merged if s.kind in ('hparams', 'hparams_config')]  # attributes, not sequences
+    merged = [s for s in merged if s.kind not in ('hparams', 'hparams_config')]
+    attributes, attribute_points, replaced = merge_run_attributes(attribute_series, url)
+    attributes['tensorboard_logdir'] = url
+    skips += replaced
+    start, end = data_time_span(merged + attribute_series)
     spec = RunSpec(
         identity=f'tensorboard:{url}',
-        name=run,
+        name=run_name(run, source.logdir),
         experiment=experiment,
         attributes=attributes,
-        creation_time=min(min(s.wall_times) for s in merged) if merged else None,
-        end_time=max(max(s.wall_times) for s in merged) if merged else None,
+        creation_time=start,
+        end_time=end,
     )
     return RunData(spec, merged, attribute_points), skips
+
+
+def data_time_span(series: Iterable[Series]) -> Tuple[Optional[float], Optional[float]]:
+    """A run's start and end: the first and last wall time of the events that carry its data (its
+    sequences' points and its hparams). Events that carry none, such as the ``file_version`` header
+    each event file starts with (dated when the writer opened the file), never become points, so
+    they never stretch a run; (None, None) when there is no point at all."""
+    times = [t for s in series if len(s) for t in (min(s.wall_times), max(s.wall_times))]
+    return (min(times), max(times)) if times else (None, None)
 
 
 class ConvertTensorBoard(beam.PTransform):
     """A listing of event files → runs written to Aim. Outputs ``written`` (one result per run) and
     ``skipped`` (dead letters)."""
 
-    def __init__(self, source: EventFileSource, repo: str, experiment: str, flat: bool = False,
+    def __init__(self, source: EventFileSource, repo: str, experiment: str, layout: str = AIM,
                  chunk_points: int = 100_000, progress=None):
         super().__init__()
         self.progress = progress
         self.source = source
         self.repo = repo
         self.experiment = experiment
-        self.flat = flat
+        self.layout = layout
         self.chunk_points = chunk_points
 
     def expand(self, listing: beam.PCollection) -> Dict[str, beam.PCollection]:
         classified = listing | 'ClassifyEventFiles' >> beam.ParDo(
-            ClassifyEventFiles(self.source, self.flat)).with_outputs(SKIPPED, main='files')
+            ClassifyEventFiles(self.source, self.layout)).with_outputs(SKIPPED, main='files')
         read = (classified.files
                 | 'GroupFilesByRun' >> beam.GroupByKey()
                 | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress))
