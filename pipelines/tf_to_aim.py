@@ -23,7 +23,7 @@ import logging
 import os
 import posixpath
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
@@ -32,8 +32,9 @@ from pipelines.common import (UsageError, check_repo_writable, default_skipped_p
                               finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
                               watch_progress)
 from pipelines.progress import ProgressRecorder
-from pipelines.report import print_plan
-from transforms.classify import AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, look_like_runs, run_name
+from pipelines.report import NOT_CONVERTED, print_plan
+from transforms.classify import (AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, is_event_file, look_like_runs,
+                                 run_name)
 from transforms.tensorboard import ConvertTensorBoard
 
 PROG = 'tf_to_aim'
@@ -90,12 +91,13 @@ def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], P
     """List the logdir once and classify it; a logdir with no event file is a usage error."""
     source = EventFileSource(args.logdir, args.storage_options)
     try:
-        listing = source.list_event_files()
+        files = source.list_files()
     except SourceError as error:
         raise UsageError(str(error)) from None
+    listing = [path for path in files if is_event_file(path)]
     if not listing:
         raise UsageError(f'logdir {source.logdir} holds no event files (no file name contains "tfevents")')
-    return source, listing, classify(listing, args.layout)
+    return source, listing, classify(files, args.layout)
 
 
 def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str],
@@ -146,11 +148,17 @@ def run(argv: Optional[List[str]] = None) -> int:
         result.wait_until_finish()
     counters = read_counters(result)
     counters['files_ignored'] = len(plan.ignored)
+    counters.update(not_converted_counters(plan))
     status = finish(counters, time.time() - started, args)
     if not counters.get('runs_written'):
         print(no_run_written(source, listing, args.skipped), file=sys.stderr)
         return max(status, 1)
     return status
+
+
+def not_converted_counters(plan: Plan) -> Dict[str, int]:
+    """The report's count of files that are not event files, by kind (``files_not_converted:<kind>``)."""
+    return {f'{NOT_CONVERTED}:{kind}': len(paths) for kind, paths in plan.not_converted.items()}
 
 
 def no_run_written(source: EventFileSource, listing: List[str], skipped: str) -> str:

@@ -2,17 +2,19 @@
 
 * ``write_tbx_plugins``: tensorboardX's ``SummaryWriter`` as PyTorch users call it: ``add_image``,
   ``add_images``, ``add_histogram``, ``add_histogram_raw``, ``add_text``, ``add_hparams`` (what it
-  writes, dated with the sample: ``_add_hparams_at``) and ``add_pr_curve`` (skipped by runferry). Audio is the ``Summary.Audio`` proto ``add_audio`` writes,
-  handed to the same file writer: ``add_audio`` itself needs the ``soundfile`` package only to encode
-  the WAV, which the standard ``wave`` module does here.
+  writes, dated with the sample: ``_add_hparams_at``) and ``add_pr_curve`` (skipped by runferry).
+  Audio is the ``Summary.Audio`` proto ``add_audio`` writes, handed to the same file writer:
+  ``add_audio`` itself needs the ``soundfile`` package only to encode the WAV, which the standard
+  ``wave`` module does here.
 * ``write_tf2_plugins``: the events TF2's ``tf.summary.image/histogram/text/audio`` and the hparams
   API write: the same tensors, the plugin metadata from ``tensorboard.plugins.<plugin>.metadata`` on
   each tag's first event only, through the ``EventFileWriter`` the ``tensorboard`` package ships (no
   TensorFlow); plus a summary of a custom plugin (skipped by runferry).
 
-Every event is dated from ``start_time`` on, one step every ``step_seconds`` (so a converted run lasts
-minutes, as a real one would). Both return a ``PluginLog``: per ``(kind, tag, step)`` the expected content and wall time, in forms
-that do not depend on runferry's decoding (pixel arrays, bucket edges and counts, WAV bytes).
+Every event is dated from ``start_time`` on, one step every ``step_seconds`` (so a converted run
+lasts minutes, as a real one would). Both return a ``PluginLog``: per ``(kind, tag, step)`` the
+expected content and wall time, in forms that do not depend on runferry's decoding (pixel arrays,
+bucket edges and counts, WAV bytes).
 """
 from __future__ import annotations
 

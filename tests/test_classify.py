@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from transforms.classify import AIM, FLAT, TENSORBOARD, classify, is_event_file, look_like_runs, run_name
+from transforms.classify import (AIM, FLAT, TENSORBOARD, classify, is_event_file, look_like_runs, non_event_kind,
+                                 run_name)
 
 E = 'events.out.tfevents.{}.host'
 SEED = [
@@ -131,3 +132,18 @@ def test_thousands_of_directories():
                                              'eval': [f'sweep_3/trial_42/eval/{E.format(1)}']}
     assert plan.ignored == []
     assert classify(list(reversed(files))) == plan
+
+
+def test_files_that_are_not_event_files_are_sorted_by_kind():
+    files = [f'run/{E.format(1)}', 'run/hparams.yaml', 'run/projector_config.pbtxt', 'run/00000/default/tensors.tsv',
+             'run/checkpoints/epoch=3.ckpt', 'run/plugins/profile/2024_01_01/host.xplane.pb', 'run/notes.txt']
+    plan = classify(files)
+    assert shape(plan) == {'run': {None: 1}} and plan.ignored == []
+    assert plan.not_converted == {
+        'hparams file': ['run/hparams.yaml'],
+        'projector': ['run/00000/default/tensors.tsv', 'run/projector_config.pbtxt'],
+        'checkpoint or model': ['run/checkpoints/epoch=3.ckpt'],
+        'profile': ['run/plugins/profile/2024_01_01/host.xplane.pb'],
+        'other': ['run/notes.txt'],
+    }
+    assert non_event_kind('saved_model/variables/variables.data-00000-of-00001') == 'checkpoint or model'

@@ -106,7 +106,8 @@ def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
     seen = set()
     for run in repo.iter_runs():
         accumulated = _accumulated_buckets(str(logdir / run.name))
-        steps, (distributions, _epochs, _times) = run.get_distribution_sequence(HISTOGRAM_TAG, Context({})).data.items_list()
+        sequence = run.get_distribution_sequence(HISTOGRAM_TAG, Context({}))
+        steps, (distributions, _epochs, _times) = sequence.data.items_list()
         assert steps == list(range(len(samples))), run.name
         for step, distribution in zip(steps, distributions):
             weights, edges = distribution.to_np_histogram()  # what Aim's UI draws

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 import pytest
 
@@ -67,10 +68,13 @@ def _query(repo_path, query):
 
 
 @pytest.mark.parametrize('layout', sorted(LAYOUT_RUNS))
-def test_every_scalar_and_hparam_under_each_layout(bucket, layout, tmp_path):
+def test_every_scalar_and_hparam_under_each_layout(bucket, layout, tmp_path, capsys):
     root, hparams = bucket
     repo = tmp_path / 'aim'
     assert convert(root, repo, '--layout', layout) == 0
+    report = capsys.readouterr().out
+    # the files that are not event files are counted, by kind
+    assert re.search(r'files not converted\s+5\n\s+hparams file\s+2\n\s+projector\s+3\n', report)
     runs = LAYOUT_RUNS[layout]
     assert sorted(read_runs(str(repo))) == sorted({run for run, _ in runs.values()})
     assert_same_points(read_metrics(str(repo)), expected_metrics(root, runs))
@@ -131,7 +135,13 @@ def test_plan_warns_when_aims_rules_merge_numbered_sibling_runs(bucket, tmp_path
     with caplog.at_level(logging.WARNING, logger='tf_to_aim'):
         assert convert(root, tmp_path / 'aim', '--dry-run', '--layout', 'tensorboard') == 0
     assert not [r for r in caplog.records if 'look like separate runs' in r.getMessage()]
-    assert 'run lightning_logs/version_1' in capsys.readouterr().out
+    plan = capsys.readouterr().out
+    assert 'run lightning_logs/version_1' in plan
+    # the files that are not event files are listed, by kind
+    assert 'not converted (not event files): 5' in plan and 'hparams file: 2 files' in plan
+    for path in ('lightning_logs/version_0/hparams.yaml', 'torch_run/projector_config.pbtxt',
+                 'torch_run/00000/default/tensors.tsv'):
+        assert path in plan
 
 
 @pytest.mark.parametrize('argv, message', [

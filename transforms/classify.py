@@ -33,8 +33,8 @@ import posixpath
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
-__all__ = ['EventFileAssignment', 'Plan', 'classify', 'is_event_file', 'run_name', 'look_like_runs',
-           'LAYOUTS', 'AIM', 'FLAT', 'TENSORBOARD']
+__all__ = ['EventFileAssignment', 'Plan', 'classify', 'is_event_file', 'non_event_kind', 'run_name',
+           'look_like_runs', 'LAYOUTS', 'AIM', 'FLAT', 'TENSORBOARD']
 
 AIM, FLAT, TENSORBOARD = 'aim', 'flat', 'tensorboard'
 LAYOUTS = (AIM, FLAT, TENSORBOARD)
@@ -57,6 +57,8 @@ class Plan:
     # run dir -> context (None: directly in the run) -> sorted event file paths
     runs: Dict[str, Dict[Optional[str], List[str]]]
     ignored: List[str]
+    # files that are not event files, by kind (``non_event_kind``) -> sorted paths: nothing converts them
+    not_converted: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
     def assignments(self) -> List[EventFileAssignment]:
         return [
@@ -103,11 +105,38 @@ def _resolve_runs(candidates: Iterable[str], flat: bool) -> Tuple[set, set]:
     return runs, ignored
 
 
-def classify(event_files: Iterable[str], layout: str = AIM) -> Plan:
-    """Sort relative event-file paths into runs and contexts by ``layout``; the rest is ignored."""
+# the kinds of files TensorBoard logdirs hold besides event files, first match wins: (kind, test on the
+# lower-cased base name and path)
+_NON_EVENT_KINDS = (
+    ('profile', lambda name, path: '/plugins/profile/' in f'/{path}'
+     or name.endswith(('.xplane.pb', '.trace.json.gz'))),
+    ('projector', lambda name, path: name == 'projector_config.pbtxt' or name.endswith('.tsv')
+     or name.startswith('sprite')),
+    ('hparams file', lambda name, path: name in ('hparams.yaml', 'hparams.yml', 'hparams.json')),
+    ('checkpoint or model', lambda name, path: name == 'checkpoint' or '.data-' in name or name.endswith(
+        ('.ckpt', '.pt', '.pth', '.h5', '.hdf5', '.keras', '.safetensors', '.index', '.pb', '.bin'))),
+)
+
+
+def non_event_kind(path: str) -> str:
+    """What a file that is not an event file holds, by its name: ``projector`` (embeddings:
+    ``projector_config.pbtxt``, ``.tsv``, sprites), ``hparams file`` (Lightning's ``hparams.yaml``),
+    ``checkpoint or model``, ``profile`` (the profiler plugin's traces) or ``other``."""
+    name = posixpath.basename(path).lower()
+    return next((kind for kind, test in _NON_EVENT_KINDS if test(name, path.lower())), 'other')
+
+
+def classify(files: Iterable[str], layout: str = AIM) -> Plan:
+    """Sort relative event-file paths into runs and contexts by ``layout``; the rest is ignored. Other
+    files in ``files`` go to ``not_converted``, by kind."""
     if layout not in LAYOUTS:
         raise ValueError(f'unknown layout {layout!r} (one of {", ".join(LAYOUTS)})')
-    files = sorted({f.strip('/') for f in event_files if is_event_file(f)})
+    all_files = sorted({f.strip('/') for f in files})
+    not_converted: Dict[str, List[str]] = {}
+    for path in all_files:
+        if not is_event_file(path):
+            not_converted.setdefault(non_event_kind(path), []).append(path)
+    files = [f for f in all_files if is_event_file(f)]
     if layout == TENSORBOARD:
         runs, ignored_dirs = set(_parent(f) for f in files), set()
     else:
@@ -124,7 +153,7 @@ def classify(event_files: Iterable[str], layout: str = AIM) -> Plan:
             plan.setdefault(_parent(directory), {}).setdefault(posixpath.basename(directory), []).append(path)
         else:
             ignored.append(path)
-    return Plan(runs=plan, ignored=ignored)
+    return Plan(runs=plan, ignored=ignored, not_converted=not_converted)
 
 
 def run_name(run: str, logdir: str) -> str:
