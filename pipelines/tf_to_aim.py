@@ -54,7 +54,7 @@ def make_parser() -> argparse.ArgumentParser:
                              "parent a group (same as --layout flat)")
     parser.add_argument('--experiment', help="Aim experiment of the runs (default: the logdir's base name)")
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
-                        help='print the plan (runs, contexts, files, ignored files); write nothing')
+                        help='print the plan (runs, contexts, files, ignored files, files not converted); write nothing')
     parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
     parser.add_argument('--report', help='also write the final report as JSON to this path')

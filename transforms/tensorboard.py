@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import posixpath
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -30,6 +30,8 @@ __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorB
            'data_time_span', 'SKIPPED']
 
 SKIPPED = 'skipped'
+# kinds that are run attributes (transforms.plugins.ATTRIBUTE_KINDS), not sequences
+_ATTRIBUTE_KINDS = ('hparams', 'hparams_config')
 
 
 class ClassifyEventFiles(beam.DoFn):
@@ -131,7 +133,8 @@ class ReadRunFn(beam.DoFn):
 
 def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
                          chunks: Iterable[List[Series]]) -> Tuple[RunData, List[Skip]]:
-    """All chunks of one run → the run to write, and dead letters for superseded duplicate steps."""
+    """All chunks of one run → the run to write, and dead letters for superseded duplicate steps and for
+    hparams points a later value replaced (``transforms.hparams.merge_run_attributes``)."""
     parts: Dict[Tuple[str, str, str], List[Series]] = collections.defaultdict(list)
     for chunk in chunks:
         for series in chunk:
@@ -144,8 +147,8 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
             skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
     url = source.url(run)
-    attribute_series = [s for s in merged if s.kind in ('hparams', 'hparams_config')]  # attributes, not sequences
-    merged = [s for s in merged if s.kind not in ('hparams', 'hparams_config')]
+    attribute_series = [s for s in merged if s.kind in _ATTRIBUTE_KINDS]
+    merged = [s for s in merged if s.kind not in _ATTRIBUTE_KINDS]
     attributes, attribute_points, replaced = merge_run_attributes(attribute_series, url)
     attributes['tensorboard_logdir'] = url
     skips += replaced
