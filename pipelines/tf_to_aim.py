@@ -46,7 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
     parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
     parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
-    parser.add_argument('--layout', choices=LAYOUTS, default=None,
+    parser.add_argument('--layout', metavar='{' + ','.join(LAYOUTS) + '}',  # checked by parse: one line
                         help="how directories become runs: aim (default: Aim's converter rules), flat (Aim's "
                              "--flat rule), tensorboard (every directory holding event files is a run)")
     parser.add_argument('--flat', action='store_true',
@@ -82,6 +82,8 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
 
 def resolve_layout(layout: Optional[str], flat: bool) -> str:
     """``--flat`` is ``--layout flat``; with another ``--layout`` it is a contradiction."""
+    if layout is not None and layout not in LAYOUTS:
+        raise UsageError(f'--layout {layout!r} is not one of {", ".join(LAYOUTS)}')
     if flat and layout not in (None, FLAT):
         raise UsageError(f'--flat contradicts --layout {layout} (--flat is --layout flat)')
     return FLAT if flat else (layout or AIM)

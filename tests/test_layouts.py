@@ -146,11 +146,11 @@ def test_plan_warns_when_aims_rules_merge_numbered_sibling_runs(bucket, tmp_path
 
 @pytest.mark.parametrize('argv, message', [
     (['--layout', 'tensorboard', '--flat'], '--flat contradicts --layout tensorboard'),
+    (['--layout', 'nested'], "--layout 'nested' is not one of aim, flat, tensorboard"),
 ])
-def test_contradictory_layout_flags_exit_2_with_one_line(bucket, argv, message, tmp_path, capsys):
-    root, _ = bucket
-    with pytest.raises(SystemExit) as exited:
-        convert(root, tmp_path / 'aim', *argv)
+def test_bad_layout_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:  # before the logdir is even listed
+        convert(tmp_path / 'logs', tmp_path / 'aim', *argv)
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
