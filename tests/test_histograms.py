@@ -92,12 +92,11 @@ def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
 
     from pipelines import tf_to_aim
 
-    writers = dict(_WRITERS)
     if importlib.util.find_spec('torch') is None:
         pytest.fail('torch is a dev dependency (setup.py dev extra): install it to run this test')
     samples = known_samples()
     logdir, repo_path = tmp_path / 'logs', tmp_path / 'repo'
-    for name, write in writers.items():
+    for name, write in _WRITERS.items():
         write(str(logdir / name), samples)
     assert tf_to_aim.run(['--logdir', str(logdir), '--repo', str(repo_path),
                           '--skipped', str(tmp_path / 'skipped.jsonl')]) == 0
@@ -125,4 +124,4 @@ def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
             assert exact_counts.tolist() == want_counts, where
             np.testing.assert_allclose(exact_edges, want_edges, rtol=1e-6)
         seen.add(run.name)
-    assert seen == set(writers)
+    assert seen == set(_WRITERS)
