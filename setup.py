@@ -36,6 +36,9 @@ setup(
             'hypothesis==6.170.15',
             'moto[server]==5.2.5',
             'gcp-storage-emulator==2026.7.19',
+            # real writers of the tests: PyTorch's SummaryWriter (a CPU wheel), Lightning's TensorBoardLogger
+            'torch==2.13.0',
+            'lightning==2.6.6',
         ],
     },
 )

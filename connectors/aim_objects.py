@@ -4,26 +4,49 @@ Images and audio keep the source's encoded bytes as they are (no decode/re-encod
 JPEG loses nothing and a PNG keeps its exact bytes); Pillow only reads the image header for mode and
 size, which Aim's UI shows.
 
-Distributions: ``aim.Distribution`` stores counts (``hist``) and one ``(start, end)`` range, i.e.
-uniform buckets; TensorBoard's buckets need not be uniform (TF1 histograms are exponential). The
-converter stores the counts as Aim's ``hist`` over ``range = (first edge, last edge)`` — what Aim's UI
-draws, exact when the buckets are uniform — and the exact k+1 edges beside them in the object's
-storage under ``edges`` (float64 bytes). ``distribution_edges(d)`` reads them back (falling back to
-Aim's uniform ``ranges`` for distributions written by others); ``d.weights`` are the counts.
+Distributions: ``aim.Distribution`` stores counts (``hist``) over one ``(start, end)`` range, i.e.
+uniform buckets, and that is all Aim's UI reads. TensorBoard's buckets need not be uniform: PyTorch's
+and tensorboardX's ``add_histogram`` and TF1 write exponential buckets (hundreds of edges, narrow near
+zero, wide far out). Drawn as Aim's uniform buckets over (first edge, last edge), those counts would
+be pushed to the edges. So the converter stores:
+
+* ``hist``/``range`` (what Aim's UI draws): buckets that are already uniform (Keras, TF2's
+  ``tf.summary.histogram``, ``np.histogram`` with a bucket count) as they are; any other buckets
+  re-binned (``uniform_buckets``) onto ``REBIN_BUCKETS`` uniform buckets over the data's real range,
+  from the left edge of the first non-empty bucket to the right edge of the last one (for TF1 protos
+  those are the histogram's ``min`` and ``max``, see ``transforms.plugins``), mass-preserving: each
+  source bucket's count is split across the uniform buckets it overlaps, in proportion to the overlap
+  (a count is taken as spread evenly over its bucket, as TensorBoard's own dashboard assumes when it
+  re-binned to uniform buckets to draw: ``rebinHistogram``). Re-binned counts are fractional (float64);
+* the exact source buckets beside them, in the object's storage: ``edges`` (k+1 float64 bytes) and
+  ``counts`` (k float64 bytes). ``distribution_buckets(d)`` reads them back as ``(edges, counts)``
+  (falling back to Aim's uniform ``ranges`` and ``weights`` for distributions written by others);
+  ``distribution_edges(d)`` reads the edges alone.
 """
 from __future__ import annotations
 
 import io
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from aim import Audio, Distribution, Image, Text
 from aim.storage.inmemorytreeview import InMemoryTreeView
 from aim.storage.types import BLOB
 
-__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges']
+__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges',
+           'distribution_buckets', 'uniform_buckets', 'REBIN_BUCKETS']
 
 EDGES_KEY = 'edges'
+COUNTS_KEY = 'counts'
+# Non-uniform buckets are drawn on this many uniform ones. TensorBoard's dashboard re-bins to 30; 64
+# (Aim's own default for ``Distribution(samples)``) is finer, and about as fine as the exponential
+# buckets PyTorch/tensorboardX/TF1 write (each 10% wider than the one before) are where weights
+# usually lie: over a range of [-4, 4] a uniform bucket is 0.125 wide, a source bucket near 1 is 0.1.
+# Finer buckets would only draw each wide source bucket as a run of equal, invented steps; Aim
+# accepts at most 512.
+REBIN_BUCKETS = 64
+# relative spread of bucket widths still taken as uniform (np.histogram's linspace edges vary by ulps)
+_UNIFORM_TOLERANCE = 1e-9
 
 
 def _one_image(sample: Dict[str, Any]) -> Image:
@@ -46,16 +69,49 @@ def to_image(payload: List[Dict[str, Any]]) -> Union[Image, List[Image]]:
     return images[0] if len(images) == 1 else images
 
 
+def _is_uniform(edges: np.ndarray) -> bool:
+    widths = np.diff(edges)
+    return bool(np.all(np.abs(widths - widths[0]) <= _UNIFORM_TOLERANCE * abs(edges[-1] - edges[0])))
+
+
+def _data_range(edges: np.ndarray, counts: np.ndarray) -> Tuple[float, float]:
+    """From the left edge of the first non-empty bucket to the right edge of the last one."""
+    non_empty = np.flatnonzero(counts)
+    return float(edges[non_empty[0]]), float(edges[non_empty[-1] + 1])
+
+
+def uniform_buckets(edges: np.ndarray, counts: np.ndarray, buckets: int = REBIN_BUCKETS
+                    ) -> Tuple[np.ndarray, Tuple[float, float]]:
+    """Counts over any increasing ``edges`` → (counts over ``buckets`` uniform buckets, their range).
+
+    The range is the data's (``_data_range``); each source count is split across the uniform buckets
+    its bucket overlaps, in proportion to the overlap: the cumulative count, linear within each source
+    bucket, is read at the uniform edges. The total is kept exactly (both ends pinned). Data in one
+    point (a zero-width range) is one bucket there."""
+    low, high = _data_range(edges, counts)
+    total = float(counts.sum())
+    if high <= low:
+        return np.array([total]), (low, high)
+    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
+    at_uniform_edges = np.interp(np.linspace(low, high, buckets + 1), edges, cumulative)
+    at_uniform_edges[0], at_uniform_edges[-1] = 0.0, total  # empty buckets before low; a point mass at low
+    return np.maximum(np.diff(at_uniform_edges), 0.0), (low, high)
+
+
 def to_distribution(payload: Dict[str, List[float]]) -> Distribution:
     edges = np.asarray(payload['edges'], dtype=np.float64)
     counts = np.asarray(payload['counts'], dtype=np.float64)
     if len(edges) != len(counts) + 1:
         raise ValueError(f'{len(counts)} bucket counts need {len(counts) + 1} edges, got {len(edges)}')
-    # what Distribution(hist=counts, bin_range=(edges[0], edges[-1])) stores (its uniform edges start and
-    # end exactly there), and the exact edges
-    return _stored(Distribution, {'data': BLOB(data=counts.tobytes()), 'dtype': str(counts.dtype),
-                                  'range': [float(edges[0]), float(edges[-1])], 'bin_count': len(counts),
-                                  EDGES_KEY: BLOB(data=edges.tobytes())})
+    if _is_uniform(edges) or not counts.any():
+        hist, (low, high) = counts, (float(edges[0]), float(edges[-1]))
+    else:
+        hist, (low, high) = uniform_buckets(edges, counts)
+    # what Distribution(hist=hist, bin_range=(low, high)) stores (its uniform edges start and end exactly
+    # there), and the exact source buckets
+    return _stored(Distribution, {'data': BLOB(data=hist.tobytes()), 'dtype': str(hist.dtype),
+                                  'range': [low, high], 'bin_count': len(hist),
+                                  EDGES_KEY: BLOB(data=edges.tobytes()), COUNTS_KEY: BLOB(data=counts.tobytes())})
 
 
 def _stored(cls, storage: Dict[str, Any]):
@@ -64,14 +120,27 @@ def _stored(cls, storage: Dict[str, Any]):
     return cls.__new__(cls, _storage=InMemoryTreeView(container=storage))
 
 
-def distribution_edges(distribution: Distribution) -> np.ndarray:
-    """The exact bucket edges of a distribution written by runferry (Aim's uniform ones otherwise)."""
+def _stored_array(distribution: Distribution, key: str) -> Optional[np.ndarray]:
     try:
-        raw = distribution.storage[EDGES_KEY]
+        raw = distribution.storage[key]
     except KeyError:
-        return distribution.ranges
+        return None
     raw = raw.load() if hasattr(raw, 'load') else raw
     return np.frombuffer(bytes(raw), dtype=np.float64)
+
+
+def distribution_buckets(distribution: Distribution) -> Tuple[np.ndarray, np.ndarray]:
+    """The exact source buckets ``(edges, counts)`` of a distribution written by runferry; Aim's
+    uniform ``ranges`` and ``weights`` for one written by others."""
+    edges, counts = _stored_array(distribution, EDGES_KEY), _stored_array(distribution, COUNTS_KEY)
+    if edges is None:
+        return distribution.ranges, distribution.weights
+    return edges, (counts if counts is not None else distribution.weights)  # before counts were kept
+
+
+def distribution_edges(distribution: Distribution) -> np.ndarray:
+    """The exact bucket edges of a distribution written by runferry (Aim's uniform ones otherwise)."""
+    return distribution_buckets(distribution)[0]
 
 
 def to_text(payload: str) -> Text:

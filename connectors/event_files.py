@@ -81,6 +81,10 @@ class EventFileSource:
 
     def list_event_files(self) -> List[str]:
         """Relative paths of every event file below the logdir, sorted."""
+        return [path for path in self.list_files() if is_event_file(path)]
+
+    def list_files(self) -> List[str]:
+        """Relative paths of every file below the logdir (event files and others), sorted."""
         fs = self.fs
 
         def list_once() -> List[str]:
@@ -100,7 +104,7 @@ class EventFileSource:
         relative = []
         for path in found:
             path = path.rstrip('/')
-            if path.startswith(prefix) and is_event_file(path):
+            if path.startswith(prefix):
                 relative.append(path[len(prefix):])
         return sorted(relative)
 

@@ -16,6 +16,9 @@ The report is printed from the pipeline's counters (``transforms``' ``Metrics.co
       throughput                 42 points/s
     View the result: aim up --repo REPO
 
+Files below a TensorBoard logdir that are not event files (projector files, Lightning's
+``hparams.yaml``, checkpoints) are counted as ``files not converted``, by kind.
+
 Every count row is ``label`` (15 wide) and a right-aligned number (12 wide), so that scripts can grep
 ``runs written\\s+N``. Per kind, ``skipped`` is ``read - written``: everything read of a kind is either
 written or listed in the dead letters.
@@ -31,7 +34,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.classify import Plan
+from transforms.classify import Plan, run_name
 from transforms.runs import NAMESPACE
 
 __all__ = ['print_plan', 'print_report', 'print_tree', 'skipped_by_reason', 'reason_label', 'CountContextsFn',
@@ -89,10 +92,14 @@ def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
         for context, paths in sorted(run_contexts.items(), key=lambda kv: (kv[0] is not None, kv[0] or '')):
             label = f'context {context}' if context is not None else 'no context (files in the run directory)'
             context_nodes.append((f'{label}: {_plural(len(paths), "file")}', [(path, []) for path in paths]))
-        nodes.append((f'run {run}', context_nodes))
+        nodes.append((f'run {run_name(run, source.logdir)}', context_nodes))
     if plan.ignored:
         nodes.append((f'ignored (unorganized event files, not in a run directory): {len(plan.ignored):,}',
                       [(path, []) for path in plan.ignored]))
+    if plan.not_converted:
+        nodes.append((f'not converted (not event files): {sum(len(p) for p in plan.not_converted.values()):,}',
+                      [(f'{kind}: {_plural(len(paths), "file")}', [(path, []) for path in paths])
+                       for kind, paths in sorted(plan.not_converted.items())]))
     print_tree(title, nodes, out)
 
 
@@ -172,6 +179,8 @@ def points_by_kind(counters: Dict[str, int]) -> List[Tuple[str, int, int, int]]:
     return rows
 
 
+# files that are not event files, counted by kind: ``files_not_converted:<kind>`` (tf_to_aim)
+NOT_CONVERTED = 'files_not_converted'
 # (label, counter) rows; a section is printed when any of its counters is present
 _SECTIONS = (
     (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped')),
@@ -208,6 +217,13 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
             if key != 'contexts_written' or key in counters:  # only where the pipeline counts contexts
                 say(_count_row(label, f'{counters.get(key, 0):,}'))
 
+    not_converted = sorted((key.split(':', 1)[1], count) for key, count in counters.items()
+                           if key.startswith(NOT_CONVERTED + ':'))
+    if not_converted:
+        say(_count_row('files not converted', f'{sum(c for _, c in not_converted):,}'))
+        for kind, count in not_converted:
+            say(_count_row('  ' + kind, f'{count:,}'))
+
     kinds = points_by_kind(counters)
     if kinds:
         say()
@@ -236,7 +252,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:
         say('  nothing was skipped')
-    if not repo.startswith('aim://'):
+    if not repo.startswith('aim://') and counters.get('runs_written'):  # an empty repo is nothing to view
         say(f'View the result: aim up --repo {repo}')
 
 

@@ -1,6 +1,7 @@
 """TensorBoard logdir → Aim repo, as a Beam batch pipeline.
 
-    python -m pipelines.tf_to_aim --logdir DIR_OR_URL --repo AIM_REPO [--flat] [--experiment NAME]
+    python -m pipelines.tf_to_aim --logdir DIR_OR_URL --repo AIM_REPO [--layout aim|flat|tensorboard | --flat]
+        [--experiment NAME]
         [--dry-run] [--skipped PATH] [--strict] [--storage-options JSON] [any Beam flag...]
 
 Flags this module does not know (``--runner``, ``--direct_num_workers``...) go to Beam untouched.
@@ -22,7 +23,7 @@ import logging
 import os
 import posixpath
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
@@ -31,8 +32,9 @@ from pipelines.common import (UsageError, check_repo_writable, default_skipped_p
                               finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
                               watch_progress)
 from pipelines.progress import ProgressRecorder
-from pipelines.report import print_plan
-from transforms.classify import Plan, classify
+from pipelines.report import NOT_CONVERTED, print_plan
+from transforms.classify import (AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, is_event_file, look_like_runs,
+                                 run_name)
 from transforms.tensorboard import ConvertTensorBoard
 
 PROG = 'tf_to_aim'
@@ -44,10 +46,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
     parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
     parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
-    parser.add_argument('--flat', action='store_true', help='every directory holding event files is a run')
+    parser.add_argument('--layout', metavar='{' + ','.join(LAYOUTS) + '}',  # checked by parse: one line
+                        help="how directories become runs: aim (default: Aim's converter rules), flat (Aim's "
+                             "--flat rule), tensorboard (every directory holding event files is a run)")
+    parser.add_argument('--flat', action='store_true',
+                        help="Aim's --flat rule: every directory holding event files below depth 1 is a run, its "
+                             "parent a group (same as --layout flat)")
     parser.add_argument('--experiment', help="Aim experiment of the runs (default: the logdir's base name)")
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
-                        help='print the plan (runs, contexts, files, ignored files); write nothing')
+                        help='print the plan (runs, contexts, files, ignored files, files not converted); write nothing')
     parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
     parser.add_argument('--report', help='also write the final report as JSON to this path')
@@ -65,6 +72,7 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
     if not known.repo.strip():
         raise UsageError('--repo is empty')
     known.storage_options = parse_json_flag('--storage-options', known.storage_options)
+    known.layout = resolve_layout(known.layout, known.flat)
     if known.experiment is None:
         known.experiment = posixpath.basename(known.logdir.rstrip('/')) or 'default'
     if known.skipped is None:
@@ -72,23 +80,33 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
     return known, pipeline_args
 
 
+def resolve_layout(layout: Optional[str], flat: bool) -> str:
+    """``--flat`` is ``--layout flat``; with another ``--layout`` it is a contradiction."""
+    if layout is not None and layout not in LAYOUTS:
+        raise UsageError(f'--layout {layout!r} is not one of {", ".join(LAYOUTS)}')
+    if flat and layout not in (None, FLAT):
+        raise UsageError(f'--flat contradicts --layout {layout} (--flat is --layout flat)')
+    return FLAT if flat else (layout or AIM)
+
+
 def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], Plan]:
     """List the logdir once and classify it; a logdir with no event file is a usage error."""
     source = EventFileSource(args.logdir, args.storage_options)
     try:
-        listing = source.list_event_files()
+        files = source.list_files()
     except SourceError as error:
         raise UsageError(str(error)) from None
+    listing = [path for path in files if is_event_file(path)]
     if not listing:
         raise UsageError(f'logdir {source.logdir} holds no event files (no file name contains "tfevents")')
-    return source, listing, classify(listing, flat=args.flat)
+    return source, listing, classify(files, args.layout)
 
 
 def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, listing: List[str],
           progress: Optional[ProgressRecorder] = None) -> None:
     converted = (p
                  | 'ListEventFiles' >> beam.Create([listing])
-                 | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.flat,
+                 | 'ConvertTensorBoard' >> ConvertTensorBoard(source, args.repo, args.experiment, args.layout,
                                                               args.chunk_points, progress))
     finish_outputs(converted, args.repo, args.skipped)
 
@@ -96,8 +114,18 @@ def build(p: beam.Pipeline, args: argparse.Namespace, source: EventFileSource, l
 def warn_ignored(source: EventFileSource, plan: Plan) -> None:
     if plan.ignored:
         listed = ', '.join(source.url(p) for p in plan.ignored)
-        log.warning('ignoring %d unorganized event file(s) (not in a run directory): %s',
-                    len(plan.ignored), listed)
+        log.warning('ignoring %d unorganized event file(s) (not in a run directory; --layout %s converts every '
+                    'directory holding event files as a run): %s', len(plan.ignored), TENSORBOARD, listed)
+
+
+def warn_merged_runs(source: EventFileSource, plan: Plan, layout: str) -> None:
+    """Aim's rules make sibling directories contexts of one run even when they look like separate runs."""
+    if layout == TENSORBOARD:
+        return
+    for run, contexts in look_like_runs(plan).items():
+        log.warning('run %s: its context directories %s look like separate runs (numbered siblings), which '
+                    "Aim's rules merge into one run; --layout %s converts each as its own run",
+                    run_name(run, source.logdir), ', '.join(contexts), TENSORBOARD)
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -110,6 +138,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     except UsageError as error:
         fail_usage(PROG, error)
     warn_ignored(source, plan)
+    warn_merged_runs(source, plan, args.layout)
     if args.dry_run:
         print_plan(source, plan, args.experiment)
         return 0
@@ -121,7 +150,23 @@ def run(argv: Optional[List[str]] = None) -> int:
         result.wait_until_finish()
     counters = read_counters(result)
     counters['files_ignored'] = len(plan.ignored)
-    return finish(counters, time.time() - started, args)
+    counters.update(not_converted_counters(plan))
+    status = finish(counters, time.time() - started, args)
+    if not counters.get('runs_written'):
+        print(no_run_written(source, listing, args.skipped), file=sys.stderr)
+        return max(status, 1)
+    return status
+
+
+def not_converted_counters(plan: Plan) -> Dict[str, int]:
+    """The report's count of files that are not event files, by kind (``files_not_converted:<kind>``)."""
+    return {f'{NOT_CONVERTED}:{kind}': len(paths) for kind, paths in plan.not_converted.items()}
+
+
+def no_run_written(source: EventFileSource, listing: List[str], skipped: str) -> str:
+    """The one line that says why a logdir holding event files gave an empty repo."""
+    return (f'{PROG}: no run written although {source.logdir} holds {len(listing)} event file(s): none of its runs '
+            f'could be read or written (the reasons are in {skipped})')
 
 
 if __name__ == '__main__':

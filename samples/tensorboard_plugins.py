@@ -1,17 +1,20 @@
 """TensorBoard logs with every plugin runferry converts (and some it skips), returning what was written.
 
 * ``write_tbx_plugins``: tensorboardX's ``SummaryWriter`` as PyTorch users call it: ``add_image``,
-  ``add_images``, ``add_histogram``, ``add_histogram_raw``, ``add_text``, ``add_hparams`` and
-  ``add_pr_curve`` (skipped by runferry). Audio is the ``Summary.Audio`` proto ``add_audio`` writes,
-  handed to the same file writer: ``add_audio`` itself needs the ``soundfile`` package only to encode
-  the WAV, which the standard ``wave`` module does here.
+  ``add_images``, ``add_histogram``, ``add_histogram_raw``, ``add_text``, ``add_hparams`` (what it
+  writes, dated with the sample: ``_add_hparams_at``) and ``add_pr_curve`` (skipped by runferry).
+  Audio is the ``Summary.Audio`` proto ``add_audio`` writes, handed to the same file writer:
+  ``add_audio`` itself needs the ``soundfile`` package only to encode the WAV, which the standard
+  ``wave`` module does here.
 * ``write_tf2_plugins``: the events TF2's ``tf.summary.image/histogram/text/audio`` and the hparams
   API write: the same tensors, the plugin metadata from ``tensorboard.plugins.<plugin>.metadata`` on
   each tag's first event only, through the ``EventFileWriter`` the ``tensorboard`` package ships (no
   TensorFlow); plus a summary of a custom plugin (skipped by runferry).
 
-Both return a ``PluginLog``: per ``(kind, tag, step)`` the expected content and wall time, in forms
-that do not depend on runferry's decoding (pixel arrays, bucket edges and counts, WAV bytes).
+Every event is dated from ``start_time`` on, one step every ``step_seconds`` (so a converted run
+lasts minutes, as a real one would). Both return a ``PluginLog``: per ``(kind, tag, step)`` the
+expected content and wall time, in forms that do not depend on runferry's decoding (pixel arrays,
+bucket edges and counts, WAV bytes).
 """
 from __future__ import annotations
 
@@ -76,7 +79,22 @@ def _tone(step: int, frames: int = 400, rate: int = 8000, channels: int = 1) -> 
     return np.stack([wave_] * channels, axis=1)
 
 
-def write_tbx_plugins(directory: str, steps: int = 3, start_time: float = 1_700_000_000.0) -> PluginLog:
+def _add_hparams_at(writer, hparams: Dict[str, Any], metrics: Dict[str, float], name: str, wall_time: float) -> None:
+    """What tensorboardX's ``add_hparams(hparams, metrics, name=name)`` writes (a sub-run ``name`` with the
+    hparams plugin's three summaries and each metric as a scalar), dated ``wall_time``: ``add_hparams``
+    itself takes no wall time and dates its events when it runs, years after a sample dated 2023."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    with SummaryWriter(os.path.join(writer.file_writer.get_logdir(), name), flush_secs=3600) as hparams_writer:
+        for summary in hparams_summaries(hparams, metrics):
+            hparams_writer.file_writer.add_summary(summary, walltime=wall_time)
+        for tag, value in metrics.items():
+            hparams_writer.add_scalar(tag, value, walltime=wall_time)
+
+
+def write_tbx_plugins(directory: str, steps: int = 3, start_time: float = 1_700_000_000.0,
+                      step_seconds: float = 60.0) -> PluginLog:
     from PIL import Image as PILImage
     from tensorboardX import SummaryWriter
     from tensorboardX.proto.summary_pb2 import Summary
@@ -87,7 +105,7 @@ def write_tbx_plugins(directory: str, steps: int = 3, start_time: float = 1_700_
     writer = SummaryWriter(directory, flush_secs=3600)
     rate = 8000
     for step in range(steps):
-        wall_time = start_time + step
+        wall_time = start_time + step * step_seconds
         pixels = sample_image(step)
         writer.add_image('sample/image', pixels, step, walltime=wall_time, dataformats='HWC')
         log.points[('image', 'sample/image', step)] = ([(pixels, 'png')], wall_time)
@@ -130,7 +148,7 @@ def write_tbx_plugins(directory: str, steps: int = 3, start_time: float = 1_700_
         log.skipped['pr_curves'] = log.skipped.get('pr_curves', 0) + 1
 
     hparams = {'lr': 0.01, 'optimizer': 'adam', 'batchnorm': True, 'layers': 3}
-    writer.add_hparams(hparams, {'hparam/accuracy': 0.9}, name='hparams')
+    _add_hparams_at(writer, hparams, {'hparam/accuracy': 0.9}, 'hparams', start_time + steps * step_seconds)
     log.hparams = {'lr': 0.01, 'optimizer': 'adam', 'batchnorm': True, 'layers': 3.0}  # numbers as float64
     log.hparams_config = {
         'hparam_infos': [{'name': 'lr', 'type': 'DATA_TYPE_FLOAT64'},
@@ -145,7 +163,8 @@ def write_tbx_plugins(directory: str, steps: int = 3, start_time: float = 1_700_
     return log
 
 
-def write_tf2_plugins(directory: str, steps: int = 3, start_time: float = 1_700_000_000.0) -> PluginLog:
+def write_tf2_plugins(directory: str, steps: int = 3, start_time: float = 1_700_000_000.0,
+                      step_seconds: float = 90.0) -> PluginLog:
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.audio import metadata as audio_metadata
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
@@ -168,7 +187,7 @@ def write_tf2_plugins(directory: str, steps: int = 3, start_time: float = 1_700_
 
     rate = 16000
     for step in range(steps):
-        wall_time = start_time + step * 2.0
+        wall_time = start_time + step * step_seconds
         # tf.summary.image: [width, height, png...] with the images plugin metadata
         images = [sample_image(step, 4, 3, 3, salt=i) for i in range(2)] + [sample_image(step, 4, 3, 3, salt=9)[:, :, :1]]
         tensor = tensor_util.make_tensor_proto(

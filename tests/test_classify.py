@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from transforms.classify import classify, is_event_file
+from transforms.classify import (AIM, FLAT, TENSORBOARD, classify, is_event_file, look_like_runs, non_event_kind,
+                                 run_name)
 
 E = 'events.out.tfevents.{}.host'
 SEED = [
@@ -30,7 +31,7 @@ def test_seed_hierarchy_nested():
 
 
 def test_seed_hierarchy_flat():
-    plan = classify(SEED, flat=True)
+    plan = classify(SEED, FLAT)
     assert shape(plan) == {
         'run_1': {None: 2},
         'group_1/run_2/train': {None: 2},
@@ -41,14 +42,14 @@ def test_seed_hierarchy_flat():
                                    f'group_1/run_2/{E.format(8)}', f'group_1/run_2/{E.format(9)}'])
 
 
-@pytest.mark.parametrize('flat', [False, True])
-def test_any_listing_order_gives_the_same_plan(flat):
-    expected = classify(SEED, flat)
+@pytest.mark.parametrize('layout', [AIM, FLAT, TENSORBOARD])
+def test_any_listing_order_gives_the_same_plan(layout):
+    expected = classify(SEED, layout)
     rng = random.Random(7)
     for _ in range(20):
         files = SEED[:]
         rng.shuffle(files)
-        assert classify(files, flat) == expected
+        assert classify(files, layout) == expected
 
 
 def test_every_file_is_assigned_once_or_ignored():
@@ -79,9 +80,39 @@ def test_names_with_spaces_and_unicode():
     assert shape(plan) == {'my run': {None: 1}, 'grp x/run ä': {'train set': 1}}
 
 
-def test_files_only_in_logdir_are_all_ignored():
-    plan = classify([E.format(1), E.format(2)])
-    assert plan.runs == {} and len(plan.ignored) == 2
+@pytest.mark.parametrize('layout', [AIM, FLAT, TENSORBOARD])
+def test_a_logdir_holding_the_only_event_files_is_a_run(layout):
+    """``--logdir lightning_logs/version_0``: Aim's rules would ignore every file; TensorBoard shows a run."""
+    plan = classify([E.format(1), E.format(2)], layout)
+    assert shape(plan) == {'': {None: 2}} and plan.ignored == []
+    assert run_name('', '/data/lightning_logs/version_0/') == 'version_0'
+    assert run_name('group_1/run_2', '/data/logs') == 'group_1/run_2'
+
+
+def test_tensorboard_layout_makes_every_directory_with_event_files_a_run():
+    plan = classify(SEED, TENSORBOARD)
+    assert shape(plan) == {
+        '': {None: 2}, 'run_1': {None: 2}, 'group_1': {None: 1}, 'group_1/run_2': {None: 2},
+        'group_1/run_2/train': {None: 2}, 'group_1/run_2/validate': {None: 2}, 'group_1/run_3': {None: 2},
+    }
+    assert plan.ignored == []
+
+
+def test_numbered_sibling_contexts_look_like_separate_runs():
+    files = [f'lightning_logs/version_{i}/{E.format(i)}' for i in range(3)]
+    files += [f'keras/{ctx}/{E.format(9)}' for ctx in ('train', 'validation')]
+    files += [f'sweep/seed_1/{E.format(1)}', f'sweep/other/{E.format(1)}']  # one numbered: not a series
+    files += [f'tbx/{E.format(1)}', f'tbx/1700000000.5/{E.format(2)}', f'tbx/1700000100.25/{E.format(3)}']
+    plan = classify(files)
+    assert set(plan.runs) == {'lightning_logs', 'keras', 'sweep', 'tbx'}
+    assert look_like_runs(plan) == {'lightning_logs': ['version_0', 'version_1', 'version_2'],
+                                    'tbx': ['1700000000.5', '1700000100.25']}
+    assert look_like_runs(classify(files, TENSORBOARD)) == {}
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="unknown layout 'nested'"):
+        classify(SEED, 'nested')
 
 
 def test_non_event_files_are_not_listed():
@@ -101,3 +132,18 @@ def test_thousands_of_directories():
                                              'eval': [f'sweep_3/trial_42/eval/{E.format(1)}']}
     assert plan.ignored == []
     assert classify(list(reversed(files))) == plan
+
+
+def test_files_that_are_not_event_files_are_sorted_by_kind():
+    files = [f'run/{E.format(1)}', 'run/hparams.yaml', 'run/projector_config.pbtxt', 'run/00000/default/tensors.tsv',
+             'run/checkpoints/epoch=3.ckpt', 'run/plugins/profile/2024_01_01/host.xplane.pb', 'run/notes.txt']
+    plan = classify(files)
+    assert shape(plan) == {'run': {None: 1}} and plan.ignored == []
+    assert plan.not_converted == {
+        'hparams file': ['run/hparams.yaml'],
+        'projector': ['run/00000/default/tensors.tsv', 'run/projector_config.pbtxt'],
+        'checkpoint or model': ['run/checkpoints/epoch=3.ckpt'],
+        'profile': ['run/plugins/profile/2024_01_01/host.xplane.pb'],
+        'other': ['run/notes.txt'],
+    }
+    assert non_event_kind('saved_model/variables/variables.data-00000-of-00001') == 'checkpoint or model'

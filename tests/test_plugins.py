@@ -18,7 +18,7 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.plugins.text import summary_v2 as text_summary
 
-from connectors.aim_objects import distribution_edges, to_audio, to_distribution, to_image, to_text
+from connectors.aim_objects import distribution_buckets, to_audio, to_distribution, to_image, to_text, uniform_buckets
 from samples.tensorboard_plugins import CUSTOM_PLUGIN, png_bytes, sample_image, wav_bytes, write_tbx_plugins, \
     write_tf2_plugins
 from transforms.events import UnsupportedValue, decode_value
@@ -62,9 +62,9 @@ def test_text_tensors_render_as_strings_and_markdown_tables():
 def test_distribution_converter_keeps_non_uniform_edges_exactly():
     payload = {'edges': [-1.0, 0.5, 2.0, 7.25], 'counts': [3.0, 5.0, 2.0]}
     distribution = to_distribution(payload)
-    assert distribution_edges(distribution).tolist() == payload['edges']
-    assert distribution.weights.tolist() == payload['counts']
-    assert distribution.range == [-1.0, 7.25]
+    edges, counts = distribution_buckets(distribution)
+    assert edges.tolist() == payload['edges'] and counts.tolist() == payload['counts']
+    assert distribution.range == [-1.0, 7.25]  # drawn re-binned on uniform buckets (tests/test_histograms.py)
     with pytest.raises(ValueError, match='need 4 edges'):
         to_distribution({'edges': [0.0, 1.0], 'counts': [1.0, 2.0, 3.0]})
 
@@ -94,12 +94,16 @@ def _storage(obj):
 ])
 def test_distribution_converter_stores_what_aims_own_constructor_does(edges, counts):
     """The converter builds the object's storage directly; it must be what ``aim.Distribution(hist=...,
-    bin_range=...)`` stores (Aim's uniform edges included), plus the exact edges."""
+    bin_range=...)`` stores (Aim's uniform edges included) for the counts it draws (re-binned when the
+    buckets are not uniform), plus the exact edges and counts."""
     from aim import Distribution
 
     ours = _storage(to_distribution({'edges': edges, 'counts': counts}))
-    aims = _storage(Distribution(hist=np.asarray(counts), bin_range=(edges[0], edges[-1])))
+    drawn, bin_range = ((np.asarray(counts), (edges[0], edges[-1])) if len(edges) == 2
+                        else uniform_buckets(np.asarray(edges), np.asarray(counts)))
+    aims = _storage(Distribution(hist=drawn, bin_range=bin_range))
     assert np.frombuffer(ours.pop('edges')).tolist() == edges
+    assert np.frombuffer(ours.pop('counts')).tolist() == counts
     assert ours == aims and list(ours) == list(aims)
 
 
@@ -175,9 +179,10 @@ def _check_point(kind, expected, actual):
             assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(bytes(image.storage['data'].load())))), pixels)
     elif kind == 'distribution':
         edges, counts = expected
-        assert distribution_edges(actual).tolist() == edges
-        assert actual.weights.tolist() == counts
-        assert actual.range == [edges[0], edges[-1]]
+        exact_edges, exact_counts = distribution_buckets(actual)
+        assert exact_edges.tolist() == edges and exact_counts.tolist() == counts
+        assert actual.range == [edges[0], edges[-1]]  # the data's range (empty end buckets are dropped)
+        assert actual.weights.sum() == sum(counts)
     elif kind == 'text':
         if isinstance(expected, str):
             assert actual.data == expected

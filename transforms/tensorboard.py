@@ -21,13 +21,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.event_files import EventFileSource
-from transforms.classify import EventFileAssignment, classify
+from transforms.classify import AIM, EventFileAssignment, classify, run_name
 from transforms.events import read_event_stream
+from transforms.hparams import merge_run_attributes
 from transforms.runs import WriteRunsFn, NAMESPACE
 from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
-           'SKIPPED']
+           'data_time_span', 'SKIPPED']
 
 SKIPPED = 'skipped'
 
@@ -36,12 +37,12 @@ class ClassifyEventFiles(beam.DoFn):
     """A listing (all relative event-file paths) → (run, assignment) for each file that belongs to a
     run; unorganized files go to the ``skipped`` output."""
 
-    def __init__(self, source: EventFileSource, flat: bool):
+    def __init__(self, source: EventFileSource, layout: str):
         self.source = source
-        self.flat = flat
+        self.layout = layout
 
     def process(self, listing: List[str]):
-        plan = classify(listing, flat=self.flat)
+        plan = classify(listing, self.layout)
         for path in plan.ignored:
             yield TaggedOutput(SKIPPED, Skip(self.source.url(path), 'unorganized event file (not in a run '
                                              'directory)', 'file'))
@@ -110,14 +111,16 @@ class ReadCounters:
                 Metrics.counter(NAMESPACE, name).inc(value)
 
 
-ATTRIBUTE_KINDS = ('hparams', 'hparams_config')  # kept as run attributes, not sequences
+# kinds kept as run attributes (transforms.plugins.ATTRIBUTE_KINDS), not sequences
+ATTRIBUTE_KINDS = ('hparams', 'hparams_config')
 
 
 class EventFileRun:
     """One run's event files, read while the sink writes them (``RunData.stream``): yields chunks of
     series (about ``chunk_points`` points or ``chunk_bytes`` of objects each) and dead letters, file by
     file in path order, and counts what it read. Hparams are kept aside and become run attributes when
-    the files are done (``hparams_attributes``). Picklable: it holds only the source and the paths."""
+    the files are done (``run_attributes``); the run's start and end are its data's first and last wall
+    time (``data_time_span``). Picklable: it holds only the source and the paths."""
 
     def __init__(self, source: EventFileSource, assignments: List[EventFileAssignment], chunk_points: int,
                  counters: ReadCounters, progress=None):
@@ -129,6 +132,7 @@ class EventFileRun:
 
     def __call__(self, data: RunData) -> Iterator[Union[List[Series], Skip]]:
         attribute_parts: List[Series] = []
+        span: Tuple[Optional[float], Optional[float]] = (None, None)
         for assignment in self.assignments:
             stats: collections.Counter = collections.Counter()
             try:
@@ -137,6 +141,7 @@ class EventFileRun:
                         yield item
                         continue
                     data.points_seen += sum(len(s) for s in item)
+                    span = _wider(span, data_time_span(item))
                     sequences = [s for s in item if s.kind not in ATTRIBUTE_KINDS]
                     attribute_parts.extend(s for s in item if s.kind in ATTRIBUTE_KINDS)
                     if sequences:
@@ -145,30 +150,39 @@ class EventFileRun:
                 self.counters.count(stats)
             if self.progress is not None:
                 self.progress.record('files')
-        attributes, points, skips = hparams_attributes(data.origin, attribute_parts)
+        attributes, points, skips = run_attributes(data.origin, attribute_parts)
         data.spec.attributes.update(attributes)
         data.attribute_points = points
+        data.spec.creation_time, data.spec.end_time = span
         for skip in skips:
             self.counters.points_skipped.inc(skip.count)
             yield skip
 
 
-def hparams_attributes(origin: str, parts: List[Series]) -> Tuple[Dict[str, Any], Dict[str, int], List[Skip]]:
-    """A run's hparams series → its attributes (``hparams``, ``hparams_config``: the last event of each
-    tag, in step order, wins), the points they hold by kind, and dead letters for superseded ones."""
+def _wider(span: Tuple[Optional[float], Optional[float]],
+           other: Tuple[Optional[float], Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+    if other[0] is None:
+        return span
+    if span[0] is None:
+        return other
+    return min(span[0], other[0]), max(span[1], other[1])
+
+
+def run_attributes(origin: str, parts: List[Series]) -> Tuple[Dict[str, Any], Dict[str, int], List[Skip]]:
+    """A run's hparams parts → its attributes (``transforms.hparams.merge_run_attributes``: per context,
+    nothing overwritten silently), the points they hold by kind, and dead letters: an event superseded
+    at its step, a value a later one replaced."""
     by_key: Dict[Tuple[str, str, str], List[Series]] = collections.defaultdict(list)
     for part in parts:
         by_key[part.key].append(part)
-    attributes: Dict[str, Any] = {}
-    points: Dict[str, int] = {}
-    skips = []
+    merged, skips = [], []
     for key in sorted(by_key):
         series, superseded = merge_series(by_key[key])
+        merged.append(series)
         if superseded:
             skips.append(Skip(origin, SUPERSEDED_REASON, 'point', count=superseded, detail=f'{series.name} {key[2]}'))
-        attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
-        points[series.kind] = points.get(series.kind, 0) + len(series)
-    return attributes, points, skips
+    attributes, points, replaced = merge_run_attributes(merged, origin)
+    return attributes, points, skips + replaced
 
 
 class ReadRunFn(beam.DoFn):
@@ -186,7 +200,7 @@ class ReadRunFn(beam.DoFn):
     def process(self, element: Tuple[str, Iterable[EventFileAssignment]]):
         run, assignments = element
         url = self.source.url(run)
-        spec = RunSpec(identity=f'tensorboard:{url}', name=run, experiment=self.experiment,
+        spec = RunSpec(identity=f'tensorboard:{url}', name=run_name(run, self.source.logdir), experiment=self.experiment,
                        attributes={'tensorboard_logdir': url}, origin=url)
         yield RunData(spec, stream=EventFileRun(self.source, list(assignments), self.chunk_points, self.counters,
                                                 self.progress))
@@ -198,23 +212,32 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
     return next(iter(ReadRunFn(source, experiment, chunk_points).process((run, assignments))))
 
 
+def data_time_span(series: Iterable[Series]) -> Tuple[Optional[float], Optional[float]]:
+    """A run's start and end: the first and last wall time of the events that carry its data (its
+    sequences' points and its hparams). Events that carry none, such as the ``file_version`` header
+    each event file starts with (dated when the writer opened the file), never become points, so
+    they never stretch a run; (None, None) when there is no point at all."""
+    times = [t for s in series if len(s) for t in (min(s.wall_times), max(s.wall_times))]
+    return (min(times), max(times)) if times else (None, None)
+
+
 class ConvertTensorBoard(beam.PTransform):
     """A listing of event files → runs written to Aim. Outputs ``written`` (one result per run) and
     ``skipped`` (dead letters)."""
 
-    def __init__(self, source: EventFileSource, repo: str, experiment: str, flat: bool = False,
+    def __init__(self, source: EventFileSource, repo: str, experiment: str, layout: str = AIM,
                  chunk_points: int = 100_000, progress=None):
         super().__init__()
         self.progress = progress
         self.source = source
         self.repo = repo
         self.experiment = experiment
-        self.flat = flat
+        self.layout = layout
         self.chunk_points = chunk_points
 
     def expand(self, listing: beam.PCollection) -> Dict[str, beam.PCollection]:
         classified = listing | 'ClassifyEventFiles' >> beam.ParDo(
-            ClassifyEventFiles(self.source, self.flat)).with_outputs(SKIPPED, main='files')
+            ClassifyEventFiles(self.source, self.layout)).with_outputs(SKIPPED, main='files')
         runs = (classified.files
                 | 'GroupFilesByRun' >> beam.GroupByKey()
                 | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress)))
