@@ -366,6 +366,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='back-to-back pairs of (2) then (1); the ratio is the median pair\'s')
     parser.add_argument('--cache', default=os.path.join(ROOT, '.bench'))
     parser.add_argument('--no-record', action='store_true', help='do not append to benchmarks/RESULTS.md')
+    parser.add_argument('--long-points', type=int, default=10_000_000,
+                        help='points of the one-run "long" logdir measured for memory (0: skip)')
+    parser.add_argument('--wide-tags', type=int, default=200_000,
+                        help='one-point tags of the one-run "wide" logdir measured for memory (0: skip)')
     parser.add_argument('extra', nargs='*', help='extra flags for tf_to_aim (after --)')
     args = parser.parse_args(argv)
     os.makedirs(args.cache, exist_ok=True)
@@ -418,6 +422,7 @@ def _measure(args: argparse.Namespace) -> int:
         print(f'    tf_to_aim, {args.small_runs} runs, Beam\'s default --direct_running_mode=in_memory '
               f'--direct_num_workers=1: {single["wall"]:.1f}s wall, {_fmt_rate(small_points / single["wall"])} '
               f'points/s (runferry\'s default: {small["wall"] / single["wall"]:.2f}x the time)', flush=True)
+    big = big_runs(args)
     check = verify_repo(repo, args.runs)
     reported = {kind: full['written_by_kind'].get(kind, 0) for kind in KINDS}
     if check['points'] != by_kind or reported != by_kind or full['points_written'] != points:
@@ -444,13 +449,34 @@ def _measure(args: argparse.Namespace) -> int:
 
     if not args.no_record:
         record(info, args, by_kind, small_points, full, small, single, check, per_point, decode, speedup,
-               decode_ratio, len(files), [p[0] for p in pairs])
+               decode_ratio, len(files), [p[0] for p in pairs], big)
         print(f'appended to {os.path.relpath(RESULTS, ROOT)}')
     return 0
 
 
+def big_runs(args: argparse.Namespace) -> List[Tuple[str, int, Dict[str, Any]]]:
+    """One huge run each (``benchmarks.big_runs``): its conversion's wall time and peak memory, to set
+    beside a small conversion's (memory must be bounded by a chunk, not by a run)."""
+    from benchmarks.big_runs import ensure_long_run, ensure_wide_run
+
+    measured = []
+    for label, make, size in (('one run, {:,} points in 4 tags', ensure_long_run, args.long_points),
+                              ('one run, {:,} tags of one point', ensure_wide_run, args.wide_tags)):
+        if not size:
+            continue
+        logdir, points = make(args.cache, size)
+        result = run_tf_to_aim(logdir, os.path.join(args.cache, 'aim-big'), args.extra)
+        if result['points_written'] != points:
+            raise SystemExit(f'{logdir}: {points:,} points, tf_to_aim wrote {result["points_written"]:,}')
+        measured.append((label.format(size), points, result))
+        print(f'    tf_to_aim, {label.format(size)}: {result["wall"]:.1f}s wall, '
+              f'{_fmt_rate(points / result["wall"])} points/s, peak memory {result["peak_process_mb"]:.0f} MB',
+              flush=True)
+    return measured
+
+
 def record(info, args, by_kind, small_points, full, small, single, check, per_point, decode, speedup,
-           decode_ratio, files, ratios) -> None:
+           decode_ratio, files, ratios, big=()) -> None:
     points = sum(by_kind.values())
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     new = not os.path.exists(RESULTS)
@@ -472,6 +498,10 @@ def record(info, args, by_kind, small_points, full, small, single, check, per_po
         out.write(f'| (1) runferry tf_to_aim, {args.small_runs} runs | {small["wall"]:.1f}s | '
                   f'{_fmt_rate(small_points / small["wall"])} | {small["peak_tree_mb"]:.0f} MB / '
                   f'{small["peak_process_mb"]:.0f} MB |\n')
+        for label, big_points, result in big:
+            out.write(f'| (1) runferry tf_to_aim, {label} | {result["wall"]:.1f}s | '
+                      f'{_fmt_rate(big_points / result["wall"])} | {result["peak_tree_mb"]:.0f} MB / '
+                      f'{result["peak_process_mb"]:.0f} MB |\n')
         if single is not None:
             out.write(f'| (1) same, {args.small_runs} runs, Beam\'s default `--direct_running_mode=in_memory '
                       f'--direct_num_workers=1` | {single["wall"]:.1f}s | {_fmt_rate(small_points / single["wall"])} '

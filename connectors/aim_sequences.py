@@ -98,15 +98,16 @@ class RunSequences:
         for series in chunk:
             if not len(series):
                 continue
-            if series.key in touched:  # the same sequence twice in a chunk: the first part must be in
+            key = series.key
+            if key in touched:  # the same sequence twice in a chunk: the first part must be in
                 self._commit()
                 touched.clear()
-            touched.add(series.key)
+            touched.add(key)
             self._note_times(series)
             if series.kind == METRIC:
-                self._write_metric(series)
+                self._write_metric(series, key)
             else:
-                self._write_objects(series)
+                self._write_objects(series, key)
         self._commit()
 
     def finish(self) -> Dict[str, int]:
@@ -133,24 +134,23 @@ class RunSequences:
         self.first_time = low if self.first_time is None else min(self.first_time, low)
         self.last_time = high if self.last_time is None else max(self.last_time, high)
 
-    def _sequence(self, series: Series, version: int) -> Tuple[_Sequence, bool]:
+    def _sequence(self, series: Series, key: Tuple[str, str, str], version: int) -> Tuple[_Sequence, bool]:
         """The sequence's state, and whether this is its first part in this write."""
-        sequence = self._sequences.get(series.key)
+        sequence = self._sequences.get(key)
         if sequence is not None:
             return sequence, False
-        key = context_key(series.context)
-        ctx_id = self._context_ids.get(key)
+        ctx_id = self._context_ids.get(key[2])
         if ctx_id is None:
             ctx = Context(series.context)
             self.run.meta_tree['contexts', ctx.idx] = ctx.to_dict()
             self.run.meta_run_tree['contexts', ctx.idx] = ctx.to_dict()
-            ctx_id = self._context_ids[key] = ctx.idx
+            ctx_id = self._context_ids[key[2]] = ctx.idx
         container = getattr(self.run.series_run_trees[version].subtree((ctx_id, series.name)), 'container', None)
         local = isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer)
         prefix = container.prefix if local else None
         if local and self._batch is None:
             self._batch = storage.RecordBatch(container.parent)
-        sequence = self._sequences[series.key] = _Sequence(series.kind, series.name, series.context, ctx_id, prefix)
+        sequence = self._sequences[key] = _Sequence(series.kind, series.name, series.context, ctx_id, prefix)
         return sequence, True
 
     def _commit(self) -> None:
@@ -169,8 +169,8 @@ class RunSequences:
 
     # ----------------------------------------------------------------------------------------- metrics
 
-    def _write_metric(self, series: Series) -> None:
-        sequence, first = self._sequence(series, 2)
+    def _write_metric(self, series: Series, key: Tuple[str, str, str]) -> None:
+        sequence, first = self._sequence(series, key, 2)
         steps = np.asarray(series.steps, dtype=np.int64)
         values = np.asarray(series.values, dtype=np.float64)
         times = np.asarray(series.wall_times, dtype=np.float64)
@@ -238,10 +238,10 @@ class RunSequences:
 
     # ----------------------------------------------------------------------------------------- objects
 
-    def _write_objects(self, series: Series) -> None:
+    def _write_objects(self, series: Series, key: Tuple[str, str, str]) -> None:
         """An object sequence (images, distributions, text, audio): Aim's version-1 layout, values keyed
         by the step itself, no step array."""
-        sequence, first = self._sequence(series, 1)
+        sequence, first = self._sequence(series, key, 1)
         convert = OBJECT_CONVERTERS[series.kind]
         objects = [convert(payload) for payload in series.values]
         # A tag with one sample at some steps and several at others: Aim takes a sequence of one type
@@ -334,6 +334,13 @@ class RunSequences:
     @staticmethod
     def _track_ends(sequence: _Sequence, first: bool, steps: np.ndarray, values: List[Any]) -> None:
         """The first (lowest step) and last (highest step) points; at a tie the later point wins."""
+        if len(steps) == 1:
+            low_step = high_step = int(steps[0])
+            if first or low_step <= sequence.first_step:
+                sequence.first_step, sequence.first = low_step, values[0]
+            if first or high_step >= sequence.last_step:
+                sequence.last_step, sequence.last = high_step, values[0]
+            return
         low_step, high_step = int(steps.min()), int(steps.max())
         low_at = int(np.flatnonzero(steps == low_step)[-1])
         high_at = int(np.flatnonzero(steps == high_step)[-1])

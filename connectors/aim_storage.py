@@ -17,6 +17,7 @@ leaves against Aim's per-point path and ``aim.Run``, for the Aim version pinned 
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import aimrocks
@@ -172,6 +173,9 @@ def metric_records(batch: RecordBatch, prefix: bytes, steps: np.ndarray, values:
     """Put the key/value pairs ``TreeView.set`` would write for these points of the metric sequence at
     ``prefix`` (its four arrays keyed by step key), assembled with numpy. At a repeated step, the later
     point wins (a later record of a key overrides an earlier one in the same batch)."""
+    if len(steps) <= _FEW:
+        _few_metric_records(batch, prefix, steps.tolist(), values.tolist(), wall_times.tolist())
+        return
     keys = step_keys(steps)
     # RocksDB's memtable takes a batch of keys in sorted order about three times faster than in the
     # (hash-scattered) step order; the sort is stable, so a repeated step keeps its points' order
@@ -186,6 +190,23 @@ def metric_records(batch: RecordBatch, prefix: bytes, steps: np.ndarray, values:
     )
     for array_name, encoded in columns:
         batch.add(_put_records(prefix + ARRAY_PATHS[array_name], keys, encoded), count=n)
+
+
+_FEW = 8  # below this many points, numpy's per-call cost exceeds the per-point work (runs of many tags)
+_FLOAT_HEAD, _INT_HEAD = bytes((_FLOAT_TYPE,)), bytes((_INT_TYPE,))
+
+
+def _few_metric_records(batch: RecordBatch, prefix: bytes, steps: List[int], values: List[float],
+                        wall_times: List[float]) -> None:
+    """``metric_records`` for a few points, one record at a time (the same records, in the same order)."""
+    keys = step_keys(np.asarray(steps, dtype=np.int64))
+    order = sorted(range(len(steps)), key=lambda i: keys[i].tobytes())
+    paths = [prefix + ARRAY_PATHS[name] for name in ('epoch', 'step', 'time', 'val')]
+    for path, encode in zip(paths, (lambda i: _NONE, lambda i: _INT_HEAD + struct.pack('<q', steps[i]),
+                                    lambda i: _FLOAT_HEAD + struct.pack('<d', wall_times[i]),
+                                    lambda i: _FLOAT_HEAD + struct.pack('<d', values[i]))):
+        for i in order:
+            batch.add(_record(_PUT, path + keys[i].tobytes(), encode(i)))
 
 
 def assignment(batch: RecordBatch, key: bytes, value: Any, replace: bool = True) -> None:

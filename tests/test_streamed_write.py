@@ -158,3 +158,26 @@ def test_memory_is_bounded_by_a_chunk_not_by_the_run(tmp_path):
     whole = _peak_while_writing(str(tmp_path / 'whole'), logdir, 10_000_000)
     assert chunked * 4 < whole, (chunked, whole)
     assert read_metrics(str(tmp_path / 'chunked')) == read_metrics(str(tmp_path / 'whole'))
+
+
+def test_a_few_points_make_the_records_numpy_makes():
+    """Metric sequences of a few points (runs of many tags) take a per-record path: the same bytes."""
+    from connectors import aim_storage
+
+    class Container:  # never committed: the records are compared as assembled
+        pass
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 5, aim_storage._FEW):
+        steps = rng.permutation(np.arange(0, 10 * n, 10, dtype=np.int64))
+        values, times = rng.normal(size=n), 1.7e9 + rng.random(n)
+        few, bulk = aim_storage.RecordBatch(Container()), aim_storage.RecordBatch(Container())
+        aim_storage._few_metric_records(few, b'prefix', steps.tolist(), values.tolist(), times.tolist())
+        keys = aim_storage.step_keys(steps)
+        order = np.argsort(keys.view(f'S{keys.shape[1]}').ravel(), kind='stable')
+        for name, column in (('epoch', None), ('step', steps), ('time', times), ('val', values)):
+            for i in order:
+                value = aim_storage._NONE if column is None else aim_storage._encoding.encode(column[i].item())
+                bulk.add(aim_storage._record(aim_storage._PUT, b'prefix' + aim_storage.ARRAY_PATHS[name]
+                                             + keys[i].tobytes(), value))
+        assert b''.join(few._parts) == b''.join(bulk._parts) and len(few) == len(bulk) == 4 * n
