@@ -50,6 +50,7 @@ from aim.storage.rockscontainer import BLOB_DOMAIN, BLOB_SENTINEL, RocksContaine
 from aim.storage.treeutils import encode_paths_vals, unfold_tree
 from aim.storage.utils import BLOB, ArrayFlag, CustomObjectFlagType
 
+from connectors import disk_guard
 from transforms.series import METRIC, RunData, Series
 
 __all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'WrittenRun', 'RunProps', 'index_runs',
@@ -91,6 +92,8 @@ def _generate_run_hash(hash_length: int = 24) -> str:
 
 
 _aim_base_run.generate_run_hash = _generate_run_hash
+# RocksDB databases opened for writing fail on a full disk instead of hanging (see connectors.disk_guard)
+disk_guard.install()
 
 
 def _utc(timestamp: Optional[float]) -> Optional[datetime.datetime]:
@@ -156,7 +159,10 @@ class AimRunWriter:
                 run = future.result()
             except Exception:  # it failed to open: nothing is held
                 continue
-            run.discard()
+            try:
+                run.discard()
+            except Exception as error:  # its flush failed (a full disk): it is closed and removed anyway
+                logger.warning('closing prepared run %s: %s', run.hash, error)
         if self._opener is not None:
             self._opener.shutdown()
             self._opener = None
@@ -279,9 +285,11 @@ class _LocalRun:
     def discard(self) -> None:
         """Close without writing; containers this run's opening created are removed (a run prepared
         and never written must not appear in the repo)."""
-        self._release()
-        for path in self._created:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            self._release()
+        finally:
+            for path in self._created:
+                shutil.rmtree(path, ignore_errors=True)
 
     def __setitem__(self, key, value) -> None:
         self.meta_run_attrs_tree[key] = value
@@ -301,10 +309,14 @@ class _LocalRun:
             self._release()
 
     def _release(self) -> None:
-        for container in self._containers:
-            container.close()
-        self._containers = []
-        self._lock.release()
+        """Close the containers and release the run lock, whatever fails; then raise the first error."""
+        containers, self._containers = self._containers, []
+        try:
+            error = disk_guard.close_containers(containers)
+        finally:
+            self._lock.release()
+        if error is not None:
+            raise error
 
 
 def _context_ids(run: BasicRun, context: Dict[str, Any]) -> int:

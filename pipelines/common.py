@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -18,11 +19,13 @@ from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS', 'finish_outputs', 'exit_program']
+           'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
                  'runs_skipped', 'artifacts_skipped', 'tags_skipped')
+# Counters of runs that were read (or listed) and not written: any of them makes the exit status 1.
+FAILED_RUN_COUNTERS = ('runs_failed', 'runs_skipped')
 
 
 class UsageError(Exception):
@@ -167,8 +170,10 @@ def watch_progress(pipeline_args: List[str], files_total: int, runs_total: int):
             display.stop()
 
 
-def finish(counters: Dict[str, int], elapsed: float, args) -> int:
-    """Print the report (and write it as JSON with ``--report``); the exit status under ``--strict``."""
+def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry') -> int:
+    """Print the report (and write it as JSON with ``--report``) and return the exit status: 1 when a
+    run was not written (with one line on stderr: how many, and the first one's reason), or, under
+    ``--strict``, when anything was skipped; else 0."""
     from pipelines.report import print_report
 
     print_report(counters, elapsed=elapsed, repo=args.repo, skipped_path=args.skipped)
@@ -178,8 +183,130 @@ def finish(counters: Dict[str, int], elapsed: float, args) -> int:
         with fsspec.open(args.report, 'w') as out:
             json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': args.repo,
                        'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
+    failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
+    if failed_runs:
+        reason = first_run_failure(args.skipped)
+        print(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not written'
+              + (f'; the first: {reason}' if reason else ''), file=sys.stderr)
+        return 1
     skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
     return 1 if (args.strict and skipped_any) else 0
+
+
+def first_run_failure(skipped_path: Optional[str]) -> Optional[str]:
+    """The first dead letter of a whole run (in the file's order), as ``source: reason``."""
+    if not skipped_path:
+        return None
+    import fsspec
+
+    try:
+        with fsspec.open(skipped_path, 'r') as lines:
+            for line in lines:
+                letter = json.loads(line) if line.strip() else {}
+                if letter.get('kind') == 'run':
+                    return f"{letter.get('source', '?')}: {' '.join(str(letter.get('reason', '')).split())}"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class _Stopped(BaseException):
+    """SIGTERM arrived (raised in the main thread by the handler ``run_to_end`` installs)."""
+
+
+def run_to_end(p: beam.Pipeline, prog: str):
+    """Run the pipeline and wait for it. The ways it can end other than normally each become one line
+    on stderr and ``SystemExit``: SIGINT/SIGTERM (status 130/143: the DirectRunner's worker processes
+    are killed, which leaves the repo as ``kill -9`` would, and the same command run again completes
+    the work), and a failed pipeline (status 1: the line that says why, e.g. ``RepoFull: no space
+    left on the filesystem of the Aim repo …``, not the runner's pages of traceback)."""
+    def stop(signum, _frame):
+        raise _Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop) if _in_main_thread() else None
+    try:
+        result = p.run()
+        result.wait_until_finish()
+        return result
+    except (_Stopped, KeyboardInterrupt) as stopped:
+        signum = stopped.args[0] if isinstance(stopped, _Stopped) else signal.SIGINT
+        _kill_worker_processes()
+        name = signal.Signals(signum).name
+        print(f'{prog}: stopped by {name}; runs written so far are kept, and running the same command '
+              f'again completes the conversion', file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+    except Exception as error:
+        _kill_worker_processes()
+        print(f'{prog}: error: the conversion failed: {failure_line(error)}', file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# errors that say what stopped a pipeline, by the name a worker's traceback prints them with
+_FATAL_ERROR_NAMES = ('RepoFull',)
+
+
+def failure_line(error: BaseException) -> str:
+    """One line for a failed pipeline. A runner's error carries the worker's whole traceback in its
+    message: the line of a known fatal error in it (``RepoFull: …``) is the one that says why; else the
+    last line that names an error."""
+    text = str(error) or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in _FATAL_ERROR_NAMES:
+        for line in lines:
+            at = line.find(name + ': ')
+            if at >= 0:
+                return line[at:at + _LINE_MAX]
+    named = [line for line in lines if line.split(':', 1)[0].endswith(('Error', 'Exception'))]
+    if named:
+        return named[-1][:_LINE_MAX]
+    return f'{type(error).__name__}: {lines[-1] if lines else ""}'[:_LINE_MAX]
+
+
+_LINE_MAX = 500
+
+
+def _kill_worker_processes() -> None:
+    """SIGKILL every process this one started (the DirectRunner's SDK workers, through their shells),
+    deepest first: left running, a worker would go on writing after the launcher has exited."""
+    for pid in reversed(_descendants(os.getpid())):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _descendants(root: int) -> List[int]:
+    """Pids of ``root``'s children, grandchildren, … (from /proc; empty where there is none)."""
+    children: Dict[int, List[int]] = {}
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat', 'rb') as stat:
+                fields = stat.read().rsplit(b')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, ()):
+            found.append(child)
+            frontier.append(child)
+    return found
 
 
 def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:

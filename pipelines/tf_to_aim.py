@@ -29,7 +29,7 @@ import apache_beam as beam
 from connectors.event_files import EventFileSource, SourceError
 from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
                               finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
-                              watch_progress)
+                              run_to_end, watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import print_plan
 from transforms.classify import Plan, classify
@@ -117,11 +117,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         started = time.time()
         p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=len(plan.runs)))
         build(p, args, source, listing, progress)
-        result = p.run()
-        result.wait_until_finish()
+        result = run_to_end(p, PROG)
     counters = read_counters(result)
     counters['files_ignored'] = len(plan.ignored)
-    return finish(counters, time.time() - started, args)
+    return finish(counters, time.time() - started, args, PROG)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
+from connectors.disk_guard import is_no_space, repo_full
 from connectors.retry import call_with_retry
 from transforms.series import RunData, Skip
 
@@ -85,6 +86,8 @@ class WriteRunsFn(beam.DoFn):
             for kind, count in data.attribute_points.items():  # written as run attributes
                 written[kind] = written.get(kind, 0) + count
         except Exception as error:  # one bad run must not stop the others; it is reported
+            if is_no_space(error):  # but on a full disk every later run would fail too: stop here
+                raise repo_full(self.repo, error) from None
             self.runs_failed.inc()
             self.points_skipped.inc(points)
             yield TaggedOutput(SKIPPED, Skip(data.spec.attributes.get('tensorboard_logdir', data.spec.identity),
@@ -123,6 +126,12 @@ class IndexRunsFn(beam.DoFn):
     def process(self, results: List[Dict[str, Any]]):
         from connectors.aim_sink import index_runs
 
-        yield index_runs(self.repo, [r['hash'] for r in results],
-                         [r['props'] for r in results if r['props'] is not None],
-                         {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+        try:
+            indexed = index_runs(self.repo, [r['hash'] for r in results],
+                                 [r['props'] for r in results if r['props'] is not None],
+                                 {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+        except Exception as error:
+            if is_no_space(error):
+                raise repo_full(self.repo, error) from None
+            raise
+        yield indexed
