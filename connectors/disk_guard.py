@@ -13,8 +13,8 @@ So ``install`` turns ``paranoid_checks`` on for every database this process open
 (RocksDB's own default; it checks data as it is written and does not change what is stored), and
 ``close_containers`` closes a run's containers so that one failing flush neither skips the others
 nor leaves the run's progress marker behind. ``is_no_space`` recognizes the error wherever it comes
-from (RocksDB, SQLite, a plain ``OSError``), and ``RepoFull`` is the one error that stops a whole
-conversion: every later run would fail the same way.
+from (RocksDB, SQLite, a plain ``OSError``), and ``RepoFull`` says so in one line that names the
+repo: after it, no later run is tried (each would fail the same way, slowly).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ _NO_SPACE_TEXTS = ('no space left on device', 'disk quota exceeded', 'database o
 _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-class RepoFull(OSError):
-    """The repo's filesystem has no space left: the conversion stops (no later run could be written)."""
+class RepoFull(Exception):
+    """The repo's filesystem has no space left: no later run can be written either."""
 
 
 def is_no_space(error: BaseException) -> bool:
@@ -61,11 +61,12 @@ def repo_full(repo_path: str, error: BaseException) -> RepoFull:
     """The one-line error that stops the conversion: the repo's path, what is left, the cause."""
     free = free_bytes(repo_path)
     left = f'{free / 1e6:,.1f} MB free' if free is not None else 'free space unknown'
-    cause = ' '.join(str(error).split())
+    # SQLAlchemy's errors append the statement and its parameters: the driver's own error says it
+    cause = ' '.join(str(getattr(error, 'orig', None) or error).split())
     if len(cause) > 200:
         cause = cause[:199] + '…'
-    return RepoFull(errno.ENOSPC, f'no space left on the filesystem of the Aim repo {repo_path} ({left}): '
-                                  f'{type(error).__name__}: {cause}')
+    return RepoFull(f'no space left on the filesystem of the Aim repo {repo_path} ({left}): '
+                    f'{type(error).__name__}: {cause}')
 
 
 def close_containers(containers: Iterable) -> Optional[BaseException]:

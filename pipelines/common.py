@@ -23,9 +23,11 @@ __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
-                 'runs_skipped', 'artifacts_skipped', 'tags_skipped')
+                 'runs_skipped', 'runs_unindexed', 'artifacts_skipped', 'tags_skipped')
 # Counters of runs that were read (or listed) and not written: any of them makes the exit status 1.
-FAILED_RUN_COUNTERS = ('runs_failed', 'runs_skipped')
+FAILED_RUN_COUNTERS = ('runs_failed', 'runs_skipped', 'runs_unindexed')
+_FAILED_RUN_WORDS = {'runs_failed': 'failed to write', 'runs_skipped': 'failed to read',
+                     'runs_unindexed': 'written but not indexed'}
 
 
 class UsageError(Exception):
@@ -71,14 +73,17 @@ def pipeline_options(pipeline_args: List[str], runs: int = 0) -> PipelineOptions
     processes cost ~5 s to start (each imports Beam and Aim) and nearly halve the per-run time, so they
     win from somewhere between 40 and 80 runs (10 runs: 6.7 s vs 1.9 s in one process; 50 runs: 6.6 to
     10.7 s vs 7.5 to 8.9 s, depending on the run; 200 runs: 17 s vs 23 s).
-    Threads do not help: decoding holds the GIL. The workers' own INFO logging is turned down to
-    errors (it would otherwise flood the terminal)."""
+    Threads do not help: decoding holds the GIL. On the DirectRunner the workers' own logging is
+    turned down to critical errors (INFO would flood the terminal, and an error that fails the
+    pipeline is printed by ``run_to_end`` as one line), unless ``--default_sdk_harness_log_level``
+    is given."""
     args = list(pipeline_args)
     if _is_direct_runner(args) and runs >= PARALLEL_FROM_RUNS and not any(
             a.startswith(('--direct_running_mode', '--direct_num_workers')) for a in args):
         args += ['--direct_running_mode=multi_processing', f'--direct_num_workers={os.cpu_count() or 1}']
-        if not any(a.startswith('--default_sdk_harness_log_level') for a in args):
-            args.append('--default_sdk_harness_log_level=ERROR')
+    if _is_direct_runner(args) and not any(a.startswith('--default_sdk_harness_log_level') for a in args):
+        # a worker's error is the launcher's one line (``run_to_end``), not pages of its traceback
+        args.append('--default_sdk_harness_log_level=CRITICAL')
     return PipelineOptions(args, save_main_session=False)
 
 
@@ -185,8 +190,10 @@ def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry
                        'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
     failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
     if failed_runs:
+        how = ', '.join(f'{counters[name]:,} {_FAILED_RUN_WORDS[name]}' for name in FAILED_RUN_COUNTERS
+                        if counters.get(name))
         reason = first_run_failure(args.skipped)
-        print(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not written'
+        print(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not converted ({how})'
               + (f'; the first: {reason}' if reason else ''), file=sys.stderr)
         return 1
     skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
@@ -225,8 +232,9 @@ def run_to_end(p: beam.Pipeline, prog: str):
 
     previous = signal.signal(signal.SIGTERM, stop) if _in_main_thread() else None
     try:
-        result = p.run()
-        result.wait_until_finish()
+        with _quiet_runner_errors():
+            result = p.run()
+            result.wait_until_finish()
         return result
     except (_Stopped, KeyboardInterrupt) as stopped:
         signum = stopped.args[0] if isinstance(stopped, _Stopped) else signal.SIGINT
@@ -242,6 +250,28 @@ def run_to_end(p: beam.Pipeline, prog: str):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# Beam's loggers that print a failed bundle's traceback in the launcher (in-process workers, and the
+# relay of worker processes' logs); the failure is printed as one line instead
+_RUNNER_ERROR_LOGGERS = ('apache_beam.runners.common', 'apache_beam.runners.worker.sdk_worker',
+                         'apache_beam.runners.portability.local_job_service',
+                         'apache_beam.runners.portability.fn_api_runner.fn_runner')
+
+
+@contextlib.contextmanager
+def _quiet_runner_errors():
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _RUNNER_ERROR_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _in_main_thread() -> bool:
@@ -312,12 +342,13 @@ def _descendants(root: int) -> List[int]:
 def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:
     """The end every conversion shares: index the written runs once, write the dead letters to one file."""
     from pipelines.report import CountContextsFn
-    from transforms.runs import IndexRunsFn
+    from transforms.runs import SKIPPED, IndexRunsFn
 
     converted['written'] | 'CountContexts' >> beam.ParDo(CountContextsFn())
-    (converted['written']
-     | 'CollectRuns' >> beam.combiners.ToList()
-     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)))
-    (converted['skipped']
+    indexed = (converted['written']
+               | 'CollectRuns' >> beam.combiners.ToList()
+               | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)).with_outputs(SKIPPED, main='indexed'))
+    ((converted['skipped'], indexed[SKIPPED])
+     | 'FlattenUnindexed' >> beam.Flatten()
      | 'CollectSkipped' >> beam.combiners.ToList()
      | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path)))

@@ -33,6 +33,9 @@ class WriteRunsFn(beam.DoFn):
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
         self._writer = None
         self._held = None
+        # set at the first "no space left" (connectors.disk_guard.RepoFull): every later run fails at
+        # once with it, instead of each failing slowly on the full disk
+        self._repo_full = None
 
     def setup(self):
         from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
@@ -78,6 +81,9 @@ class WriteRunsFn(beam.DoFn):
             self.points_skipped.inc(skip.count)
             yield TaggedOutput(SKIPPED, skip)
         points = sum(len(s) for s in data.series) + sum(data.attribute_points.values())
+        if self._repo_full is not None:  # the repo's disk is full: no later run is even opened
+            yield self._failed(data, points, self._repo_full)
+            return
         try:
             # a run write is idempotent, so a transient failure (a busy lock, an Aim server restarting)
             # is retried whole
@@ -86,13 +92,9 @@ class WriteRunsFn(beam.DoFn):
             for kind, count in data.attribute_points.items():  # written as run attributes
                 written[kind] = written.get(kind, 0) + count
         except Exception as error:  # one bad run must not stop the others; it is reported
-            if is_no_space(error):  # but on a full disk every later run would fail too: stop here
-                raise repo_full(self.repo, error) from None
-            self.runs_failed.inc()
-            self.points_skipped.inc(points)
-            yield TaggedOutput(SKIPPED, Skip(data.spec.attributes.get('tensorboard_logdir', data.spec.identity),
-                                             f'run could not be written: {type(error).__name__}: {error}',
-                                             'run', count=points))
+            if is_no_space(error):
+                error = self._repo_full = repo_full(self.repo, error)
+            yield self._failed(data, points, error)
             return
         self.runs_written.inc()
         self.points_written.inc(sum(written.values()))
@@ -102,6 +104,14 @@ class WriteRunsFn(beam.DoFn):
             self.progress.record('runs', 1, sum(written.values()))
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
                'meta_records': result.meta_records, 'contexts': sorted({str(s.context) for s in data.series})}
+
+    def _failed(self, data: RunData, points: int, error: BaseException) -> TaggedOutput:
+        """The dead letter of a run not written; its points count as skipped."""
+        self.runs_failed.inc()
+        self.points_skipped.inc(points)
+        return TaggedOutput(SKIPPED, Skip(data.spec.attributes.get('tensorboard_logdir', data.spec.identity),
+                                          f'run could not be written: {type(error).__name__}: {error}',
+                                          'run', count=points))
 
 
 def in_direct_runner_worker_process() -> bool:
@@ -118,10 +128,12 @@ def in_direct_runner_worker_process() -> bool:
 
 class IndexRunsFn(beam.DoFn):
     """All run results (one list) → their SQLite props written and the repo index updated, once, from
-    one worker."""
+    one worker. On a full disk the runs stay unindexed (invisible to Aim until a re-run indexes them):
+    each is a dead letter, counted as ``runs_unindexed``; the pipeline goes on to write the report."""
 
     def __init__(self, repo: str):
         self.repo = repo
+        self.runs_unindexed = Metrics.counter(NAMESPACE, 'runs_unindexed')
 
     def process(self, results: List[Dict[str, Any]]):
         from connectors.aim_sink import index_runs
@@ -131,7 +143,13 @@ class IndexRunsFn(beam.DoFn):
                                  [r['props'] for r in results if r['props'] is not None],
                                  {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
         except Exception as error:
-            if is_no_space(error):
-                raise repo_full(self.repo, error) from None
-            raise
+            if not is_no_space(error):
+                raise
+            full = repo_full(self.repo, error)
+            self.runs_unindexed.inc(len(results))
+            for result in results:
+                yield TaggedOutput(SKIPPED, Skip(f"{self.repo} run {result['name']}",
+                                                 f'run written but not indexed (a re-run indexes it): '
+                                                 f'{type(full).__name__}: {full}', 'run', count=0))
+            return
         yield indexed
