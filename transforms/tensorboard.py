@@ -23,6 +23,7 @@ from connectors.event_files import EventFileSource
 from transforms.classify import EventFileAssignment, classify
 from transforms.events import read_event_stream
 from transforms.runs import WriteRunsFn, NAMESPACE
+from transforms.sequence_names import hold_aim_names
 from transforms.series import RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
@@ -149,6 +150,8 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
         merged.remove(series)
         attributes.setdefault(series.kind, {}).update(series.values[-1])  # the last (highest step) wins
         attribute_points[series.kind] = attribute_points.get(series.kind, 0) + len(series)
+    merged, unnamed = hold_aim_names(merged, url)
+    skips += unnamed
     spec = RunSpec(
         identity=f'tensorboard:{url}',
         name=run,
