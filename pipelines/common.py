@@ -218,7 +218,7 @@ def first_run_failure(skipped_path: Optional[str]) -> Optional[str]:
 
 
 class _Stopped(BaseException):
-    """SIGTERM arrived (raised in the main thread by the handler ``run_to_end`` installs)."""
+    """SIGINT or SIGTERM arrived (raised in the main thread by the handler ``run_to_end`` installs)."""
 
 
 def run_to_end(p: beam.Pipeline, prog: str):
@@ -227,29 +227,38 @@ def run_to_end(p: beam.Pipeline, prog: str):
     are killed, which leaves the repo as ``kill -9`` would, and the same command run again completes
     the work), and a failed pipeline (status 1: the line that says why, e.g. ``RepoFull: no space
     left on the filesystem of the Aim repo …``, not the runner's pages of traceback)."""
-    def stop(signum, _frame):
-        raise _Stopped(signum)
+    received: List[int] = []
 
-    previous = signal.signal(signal.SIGTERM, stop) if _in_main_thread() else None
+    def stop(signum, _frame):
+        if not received:  # once: a second Ctrl-C must not interrupt the stopping
+            received.append(signum)
+            raise _Stopped(signum)
+
+    previous = {}
+    if _in_main_thread():
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, stop)
     try:
         with _quiet_runner_errors():
             result = p.run()
             result.wait_until_finish()
         return result
-    except (_Stopped, KeyboardInterrupt) as stopped:
-        signum = stopped.args[0] if isinstance(stopped, _Stopped) else signal.SIGINT
+    except BaseException as error:
+        # in the launcher's own process Beam re-raises what a DoFn raised (our _Stopped too) wrapped
+        # in a RuntimeError, so the signal is known by what the handler received
+        if not received and not isinstance(error, (Exception, KeyboardInterrupt)):
+            raise
         _kill_worker_processes()
-        name = signal.Signals(signum).name
-        print(f'{prog}: stopped by {name}; runs written so far are kept, and running the same command '
-              f'again completes the conversion', file=sys.stderr)
-        raise SystemExit(128 + signum) from None
-    except Exception as error:
-        _kill_worker_processes()
+        if received or isinstance(error, KeyboardInterrupt):
+            signum = received[0] if received else signal.SIGINT
+            print(f'{prog}: stopped by {signal.Signals(signum).name}; runs written so far are kept, and '
+                  f'running the same command again completes the conversion', file=sys.stderr)
+            raise SystemExit(128 + signum) from None
         print(f'{prog}: error: the conversion failed: {failure_line(error)}', file=sys.stderr)
         raise SystemExit(1) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # Beam's loggers that print a failed bundle's traceback in the launcher (in-process workers, and the
@@ -272,6 +281,9 @@ def _quiet_runner_errors():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _in_main_thread() -> bool:
