@@ -148,3 +148,42 @@ def test_sigterm_stops_the_conversion_with_one_line_and_a_rerun_completes_it(tmp
     assert rerun.returncode == 0, rerun.stderr
     assert_same_points(read_metrics(str(repo)), expected_metrics(written))
     assert sorted(read_runs(str(repo))) == sorted(run for run, _ in written)
+
+
+# Run in a child process: without the fix, the flush waits forever (and so would pytest).
+CLOSE_ON_A_FULL_DISK = r'''
+import os, sys, time
+from aim.storage.rockscontainer import RocksContainer
+from connectors import disk_guard
+if sys.argv[2] == 'guarded':
+    disk_guard.install()
+disk = sys.argv[1]
+with open(os.path.join(disk, 'filler'), 'wb') as filler:  # the disk, full but for ~300 kB
+    try:
+        while True:
+            filler.write(b'x' * 65536)
+            filler.flush()
+    except OSError:
+        pass
+os.truncate(os.path.join(disk, 'filler'), os.path.getsize(os.path.join(disk, 'filler')) - 300_000)
+container = RocksContainer(os.path.join(disk, 'meta', 'chunks', 'run'), read_only=False)
+batch = container.batch()
+for i in range(3000):  # fits in the write-ahead log; its flush to a table file does not fit
+    container.set(b'key%06d' % i, b'v' * 20, store_batch=batch)
+container.commit(batch)
+error = disk_guard.close_containers([container])
+progress_left = os.path.exists(os.path.join(disk, 'meta', 'progress', 'run'))
+print('closed', type(error).__name__, disk_guard.is_no_space(error), progress_left, flush=True)
+os._exit(0)  # the database is dropped: nothing left to close at exit
+'''
+
+
+def test_a_run_container_closes_on_a_full_disk_with_the_error(tmp_path):
+    with tmpfs(tmp_path / 'tiny', '4m') as tiny:
+        try:
+            done = subprocess.run([sys.executable, '-c', CLOSE_ON_A_FULL_DISK, str(tiny), 'guarded'], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail('closing a container on a full disk did not return within 60 s')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['closed', 'RocksIOError', 'True', 'False'], done.stdout + done.stderr
