@@ -19,7 +19,8 @@ from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end']
+           'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end', 'failure_line',
+           'first_run_failure']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
