@@ -40,6 +40,7 @@ from aim.storage.rockscontainer import RocksContainer
 from aim.storage.utils import BLOB
 
 from connectors import aim_storage as storage
+from connectors import disk_guard
 from connectors.aim_objects import OBJECT_CONVERTERS
 from connectors.aim_sequences import RunSequences
 from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
@@ -80,6 +81,8 @@ def _generate_run_hash(hash_length: int = 24) -> str:
 
 
 _aim_base_run.generate_run_hash = _generate_run_hash
+# RocksDB databases opened for writing fail on a full disk instead of hanging (see connectors.disk_guard)
+disk_guard.install()
 
 
 def _utc(timestamp: Optional[float]) -> Optional[datetime.datetime]:
@@ -147,7 +150,10 @@ class AimRunWriter:
                 run = future.result()
             except Exception:  # it failed to open: nothing is held
                 continue
-            run.discard()
+            try:
+                run.discard()
+            except Exception as error:  # its flush failed (a full disk): it is closed and removed anyway
+                logger.warning('closing prepared run %s: %s', run.hash, error)
         if self._opener is not None:
             self._opener.shutdown()
             self._opener = None
@@ -312,9 +318,11 @@ class _LocalRun:
     def discard(self) -> None:
         """Close without writing; containers this run's opening created are removed (a run prepared
         and never written must not appear in the repo)."""
-        self._release()
-        for path in self._created:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            self._release()
+        finally:
+            for path in self._created:
+                shutil.rmtree(path, ignore_errors=True)
 
     def __setitem__(self, key, value) -> None:
         self.meta_run_attrs_tree[key] = value
@@ -334,10 +342,14 @@ class _LocalRun:
             self._release()
 
     def _release(self) -> None:
-        for container in self._containers:
-            container.close()
-        self._containers = []
-        self._lock.release()
+        """Close the containers and release the run lock, whatever fails; then raise the first error."""
+        containers, self._containers = self._containers, []
+        try:
+            error = disk_guard.close_containers(containers)
+        finally:
+            self._lock.release()
+        if error is not None:
+            raise error
 
 
 def _close_run(run: BasicRun, end_time: Optional[float]) -> None:

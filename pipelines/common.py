@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -18,11 +19,16 @@ from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS', 'finish_outputs', 'exit_program']
+           'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end', 'failure_line',
+           'first_run_failure']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
-                 'runs_skipped', 'artifacts_skipped', 'tags_skipped')
+                 'runs_skipped', 'runs_unindexed', 'artifacts_skipped', 'tags_skipped')
+# Counters of runs that were read (or listed) and not written: any of them makes the exit status 1.
+FAILED_RUN_COUNTERS = ('runs_failed', 'runs_skipped', 'runs_unindexed')
+_FAILED_RUN_WORDS = {'runs_failed': 'failed to write', 'runs_skipped': 'failed to read',
+                     'runs_unindexed': 'written but not indexed'}
 
 
 class UsageError(Exception):
@@ -68,14 +74,17 @@ def pipeline_options(pipeline_args: List[str], runs: int = 0) -> PipelineOptions
     processes cost ~5 s to start (each imports Beam and Aim) and nearly halve the per-run time, so they
     win from somewhere between 40 and 80 runs (10 runs: 6.7 s vs 1.9 s in one process; 50 runs: 6.6 to
     10.7 s vs 7.5 to 8.9 s, depending on the run; 200 runs: 17 s vs 23 s).
-    Threads do not help: decoding holds the GIL. The workers' own INFO logging is turned down to
-    errors (it would otherwise flood the terminal)."""
+    Threads do not help: decoding holds the GIL. On the DirectRunner the workers' own logging is
+    turned down to critical errors (INFO would flood the terminal, and an error that fails the
+    pipeline is printed by ``run_to_end`` as one line), unless ``--default_sdk_harness_log_level``
+    is given."""
     args = list(pipeline_args)
     if _is_direct_runner(args) and runs >= PARALLEL_FROM_RUNS and not any(
             a.startswith(('--direct_running_mode', '--direct_num_workers')) for a in args):
         args += ['--direct_running_mode=multi_processing', f'--direct_num_workers={os.cpu_count() or 1}']
-        if not any(a.startswith('--default_sdk_harness_log_level') for a in args):
-            args.append('--default_sdk_harness_log_level=ERROR')
+    if _is_direct_runner(args) and not any(a.startswith('--default_sdk_harness_log_level') for a in args):
+        # a worker's error is the launcher's one line (``run_to_end``), not pages of its traceback
+        args.append('--default_sdk_harness_log_level=CRITICAL')
     return PipelineOptions(args, save_main_session=False)
 
 
@@ -167,8 +176,10 @@ def watch_progress(pipeline_args: List[str], files_total: int, runs_total: int):
             display.stop()
 
 
-def finish(counters: Dict[str, int], elapsed: float, args) -> int:
-    """Print the report (and write it as JSON with ``--report``); the exit status under ``--strict``."""
+def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry') -> int:
+    """Print the report (and write it as JSON with ``--report``) and return the exit status: 1 when a
+    run was not written (with one line on stderr: how many, and the first one's reason), or, under
+    ``--strict``, when anything was skipped; else 0."""
     from pipelines.report import print_report
 
     print_report(counters, elapsed=elapsed, repo=args.repo, skipped_path=args.skipped)
@@ -178,19 +189,179 @@ def finish(counters: Dict[str, int], elapsed: float, args) -> int:
         with fsspec.open(args.report, 'w') as out:
             json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': args.repo,
                        'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
+    failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
+    if failed_runs:
+        how = ', '.join(f'{counters[name]:,} {_FAILED_RUN_WORDS[name]}' for name in FAILED_RUN_COUNTERS
+                        if counters.get(name))
+        reason = first_run_failure(args.skipped)
+        print(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not converted ({how})'
+              + (f'; the first: {reason}' if reason else ''), file=sys.stderr)
+        return 1
     skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
     return 1 if (args.strict and skipped_any) else 0
+
+
+def first_run_failure(skipped_path: Optional[str]) -> Optional[str]:
+    """The first dead letter of a whole run (in the file's order), as ``source: reason``."""
+    if not skipped_path:
+        return None
+    import fsspec
+
+    try:
+        with fsspec.open(skipped_path, 'r') as lines:
+            for line in lines:
+                letter = json.loads(line) if line.strip() else {}
+                if letter.get('kind') == 'run':
+                    return f"{letter.get('source', '?')}: {' '.join(str(letter.get('reason', '')).split())}"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM arrived (raised in the main thread by the handler ``run_to_end`` installs)."""
+
+
+def run_to_end(p: beam.Pipeline, prog: str):
+    """Run the pipeline and wait for it. The ways it can end other than normally each become one line
+    on stderr and ``SystemExit``: SIGINT/SIGTERM (status 130/143: the DirectRunner's worker processes
+    are killed, which leaves the repo as ``kill -9`` would, and the same command run again completes
+    the work), and a failed pipeline (status 1: the line that says why, e.g. ``RepoFull: no space
+    left on the filesystem of the Aim repo …``, not the runner's pages of traceback)."""
+    received: List[int] = []
+
+    def stop(signum, _frame):
+        if not received:  # once: a second Ctrl-C must not interrupt the stopping
+            received.append(signum)
+            raise _Stopped(signum)
+
+    previous = {}
+    if _in_main_thread():
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        with _quiet_runner_errors():
+            result = p.run()
+            result.wait_until_finish()
+        return result
+    except BaseException as error:
+        # in the launcher's own process Beam re-raises what a DoFn raised (our _Stopped too) wrapped
+        # in a RuntimeError, so the signal is known by what the handler received
+        if not received and not isinstance(error, (Exception, KeyboardInterrupt)):
+            raise
+        _kill_worker_processes()
+        if received or isinstance(error, KeyboardInterrupt):
+            signum = received[0] if received else signal.SIGINT
+            print(f'{prog}: stopped by {signal.Signals(signum).name}; runs written so far are kept, and '
+                  f'running the same command again completes the conversion', file=sys.stderr)
+            raise SystemExit(128 + signum) from None
+        print(f'{prog}: error: the conversion failed: {failure_line(error)}', file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# Beam's loggers that print a failed bundle's traceback in the launcher (in-process workers, and the
+# relay of worker processes' logs); the failure is printed as one line instead
+_RUNNER_ERROR_LOGGERS = ('apache_beam.runners.common', 'apache_beam.runners.worker.sdk_worker',
+                         'apache_beam.runners.portability.local_job_service',
+                         'apache_beam.runners.portability.fn_api_runner.fn_runner')
+
+
+@contextlib.contextmanager
+def _quiet_runner_errors():
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _RUNNER_ERROR_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# errors that say what stopped a pipeline, by the name a worker's traceback prints them with
+_FATAL_ERROR_NAMES = ('RepoFull',)
+
+
+def failure_line(error: BaseException) -> str:
+    """One line for a failed pipeline. A runner's error carries the worker's whole traceback in its
+    message: the line of a known fatal error in it (``RepoFull: …``) is the one that says why; else the
+    last line that names an error."""
+    text = str(error) or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in _FATAL_ERROR_NAMES:
+        for line in lines:
+            at = line.find(name + ': ')
+            if at >= 0:
+                return line[at:at + _LINE_MAX]
+    named = [line for line in lines if line.split(':', 1)[0].endswith(('Error', 'Exception'))]
+    if named:
+        return named[-1][:_LINE_MAX]
+    return f'{type(error).__name__}: {lines[-1] if lines else ""}'[:_LINE_MAX]
+
+
+_LINE_MAX = 500
+
+
+def _kill_worker_processes() -> None:
+    """SIGKILL every process this one started (the DirectRunner's SDK workers, through their shells),
+    deepest first: left running, a worker would go on writing after the launcher has exited."""
+    for pid in reversed(_descendants(os.getpid())):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _descendants(root: int) -> List[int]:
+    """Pids of ``root``'s children, grandchildren, … (from /proc; empty where there is none)."""
+    children: Dict[int, List[int]] = {}
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat', 'rb') as stat:
+                fields = stat.read().rsplit(b')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, ()):
+            found.append(child)
+            frontier.append(child)
+    return found
 
 
 def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:
     """The end every conversion shares: index the written runs once, write the dead letters to one file."""
     from pipelines.report import CountContextsFn
-    from transforms.runs import IndexRunsFn
+    from transforms.runs import SKIPPED, IndexRunsFn
 
     converted['written'] | 'CountContexts' >> beam.ParDo(CountContextsFn())
-    (converted['written']
-     | 'CollectRuns' >> beam.combiners.ToList()
-     | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)))
-    (converted['skipped']
+    indexed = (converted['written']
+               | 'CollectRuns' >> beam.combiners.ToList()
+               | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)).with_outputs(SKIPPED, main='indexed'))
+    ((converted['skipped'], indexed[SKIPPED])
+     | 'FlattenUnindexed' >> beam.Flatten()
      | 'CollectSkipped' >> beam.combiners.ToList()
      | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path)))

@@ -30,7 +30,7 @@ import apache_beam as beam
 
 from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
 from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
-                              finish, finish_outputs, pipeline_options, read_counters)
+                              finish, finish_outputs, pipeline_options, read_counters, run_to_end)
 from pipelines.report import print_tree
 from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
@@ -234,10 +234,9 @@ def run(argv: Optional[List[str]] = None) -> int:
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=sum(len(ids) for _, ids in plan)))
     build(p, args, source, plan)
-    result = p.run()
-    result.wait_until_finish()
+    result = run_to_end(p, PROG)
     counters = read_counters(result)
-    return finish(counters, time.time() - started, args)
+    return finish(counters, time.time() - started, args, PROG)
 
 
 if __name__ == '__main__':

@@ -184,7 +184,8 @@ NOT_CONVERTED = 'files_not_converted'
 # (label, counter) rows; a section is printed when any of its counters is present
 _SECTIONS = (
     (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped')),
-    (('runs written', 'runs_written'), ('runs failed', 'runs_failed'), ('contexts', 'contexts_written')),
+    (('runs written', 'runs_written'), ('runs failed', 'runs_failed'), ('runs unindexed', 'runs_unindexed'),
+     ('contexts', 'contexts_written')),
     (('files read', 'files_read'), ('files skipped', 'files_skipped'), ('files ignored', 'files_ignored')),
     (('records read', 'records_read'), ('records skipped', 'records_skipped')),
     (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
@@ -194,6 +195,14 @@ _SECTIONS = (
 )
 _ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
 _NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends
+
+
+def _shown(key: str, counters: Dict[str, int]) -> bool:
+    if key == 'contexts_written':  # only where the pipeline counts contexts
+        return key in counters
+    if key == 'runs_unindexed':  # only when a full disk left runs out of the index
+        return bool(counters.get(key))
+    return True
 
 
 def _count_row(label: str, value: str) -> str:
@@ -214,7 +223,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         if not any(key in counters or key in _ALWAYS for _, key in section):
             continue
         for label, key in section:
-            if key != 'contexts_written' or key in counters:  # only where the pipeline counts contexts
+            if _shown(key, counters):
                 say(_count_row(label, f'{counters.get(key, 0):,}'))
 
     not_converted = sorted((key.split(':', 1)[1], count) for key, count in counters.items()

@@ -30,7 +30,7 @@ import apache_beam as beam
 from connectors.event_files import EventFileSource, SourceError
 from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
                               finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
-                              watch_progress)
+                              run_to_end, watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import NOT_CONVERTED, print_plan
 from transforms.classify import (AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, is_event_file, look_like_runs,
@@ -146,15 +146,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         started = time.time()
         p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=len(plan.runs)))
         build(p, args, source, listing, progress)
-        result = p.run()
-        result.wait_until_finish()
+        result = run_to_end(p, PROG)
     counters = read_counters(result)
     counters['files_ignored'] = len(plan.ignored)
     counters.update(not_converted_counters(plan))
-    status = finish(counters, time.time() - started, args)
-    if not counters.get('runs_written'):
+    status = finish(counters, time.time() - started, args, PROG)
+    if not counters.get('runs_written') and not status:  # (a failed run has its own line)
         print(no_run_written(source, listing, args.skipped), file=sys.stderr)
-        return max(status, 1)
+        return 1
     return status
 
 

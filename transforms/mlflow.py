@@ -20,6 +20,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource
 from transforms.runs import NAMESPACE, WriteRunsFn
+from transforms.sequence_names import hold_aim_names
 from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
@@ -198,6 +199,8 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
         series.append(artifact_series(path, kind, data, artifact_time))
     for path, reason in record.skipped_artifacts:
         skips.append(Skip(f'{source}/{path}', reason, 'artifact'))
+    series, unnamed = hold_aim_names(series, source)
+    skips += unnamed
     tags = user_tags(record.tags)
     tag_names, refused = aim_tags(tags)
     for key, reason in refused:  # no point is lost (count 0): the tag stays in the 'tags' attribute

@@ -11,6 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
+from connectors.disk_guard import is_no_space, repo_full
 from connectors.retry import call_with_retry
 from transforms.series import RunData, Skip
 
@@ -33,6 +34,9 @@ class WriteRunsFn(beam.DoFn):
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
         self._writer = None
         self._held = None
+        # set at the first "no space left" (connectors.disk_guard.RepoFull): every later run fails at
+        # once with it, instead of each failing slowly on the full disk
+        self._repo_full = None
 
     def setup(self):
         from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
@@ -82,6 +86,9 @@ class WriteRunsFn(beam.DoFn):
             self.points_skipped.inc(skip.count)
             yield TaggedOutput(SKIPPED, skip)
         passed: List[Skip] = []
+        if self._repo_full is not None:  # the repo's disk is full: no later run is even opened
+            yield self._failed(data, self._points(data), self._repo_full)
+            return
         try:
             if data.stream is not None:
                 # read while written: not retried (a transient storage error is retried per read, and a
@@ -96,13 +103,10 @@ class WriteRunsFn(beam.DoFn):
 
                 result = call_with_retry(attempt, resource=f'Aim repo {self.repo} run {data.spec.name}')
         except Exception as error:  # one bad run must not stop the others; it is reported
-            points = data.points_seen if data.stream is not None else (
-                sum(len(s) for s in data.series) + sum(data.attribute_points.values()))
-            self.runs_failed.inc()
-            self.points_skipped.inc(points)
+            if is_no_space(error):
+                error = self._repo_full = repo_full(self.repo, error)
             yield from (TaggedOutput(SKIPPED, skip) for skip in passed)
-            yield TaggedOutput(SKIPPED, Skip(data.origin, f'run could not be written: {type(error).__name__}: {error}',
-                                             'run', count=points))
+            yield self._failed(data, self._points(data), error)
             return
         yield from (TaggedOutput(SKIPPED, skip) for skip in passed)
         if result is None:  # the source held no point: no run
@@ -120,6 +124,20 @@ class WriteRunsFn(beam.DoFn):
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
                'meta_records': result.meta_records, 'contexts': result.contexts}
 
+    @staticmethod
+    def _points(data: RunData) -> int:
+        """The points of a run that was not written: those read so far, for a run read while written."""
+        if data.stream is not None:
+            return data.points_seen
+        return sum(len(s) for s in data.series) + sum(data.attribute_points.values())
+
+    def _failed(self, data: RunData, points: int, error: BaseException) -> TaggedOutput:
+        """The dead letter of a run not written; its points count as skipped."""
+        self.runs_failed.inc()
+        self.points_skipped.inc(points)
+        return TaggedOutput(SKIPPED, Skip(data.origin, f'run could not be written: {type(error).__name__}: {error}',
+                                          'run', count=points))
+
 
 def in_direct_runner_worker_process() -> bool:
     """True in a worker process the DirectRunner started (``--direct_running_mode=multi_processing``),
@@ -135,14 +153,28 @@ def in_direct_runner_worker_process() -> bool:
 
 class IndexRunsFn(beam.DoFn):
     """All run results (one list) → their SQLite props written and the repo index updated, once, from
-    one worker."""
+    one worker. On a full disk the runs stay unindexed (invisible to Aim until a re-run indexes them):
+    each is a dead letter, counted as ``runs_unindexed``; the pipeline goes on to write the report."""
 
     def __init__(self, repo: str):
         self.repo = repo
+        self.runs_unindexed = Metrics.counter(NAMESPACE, 'runs_unindexed')
 
     def process(self, results: List[Dict[str, Any]]):
         from connectors.aim_sink import index_runs
 
-        yield index_runs(self.repo, [r['hash'] for r in results],
-                         [r['props'] for r in results if r['props'] is not None],
-                         {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+        try:
+            indexed = index_runs(self.repo, [r['hash'] for r in results],
+                                 [r['props'] for r in results if r['props'] is not None],
+                                 {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+        except Exception as error:
+            if not is_no_space(error):
+                raise
+            full = repo_full(self.repo, error)
+            self.runs_unindexed.inc(len(results))
+            for result in results:
+                yield TaggedOutput(SKIPPED, Skip(f"{self.repo} run {result['name']}",
+                                                 f'run written but not indexed (a re-run indexes it): '
+                                                 f'{type(full).__name__}: {full}', 'run', count=0))
+            return
+        yield indexed

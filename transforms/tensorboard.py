@@ -25,6 +25,7 @@ from transforms.classify import AIM, EventFileAssignment, classify, run_name
 from transforms.events import read_event_stream
 from transforms.hparams import merge_run_attributes
 from transforms.runs import WriteRunsFn, NAMESPACE
+from transforms.sequence_names import hold_aim_names
 from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
@@ -142,8 +143,12 @@ class EventFileRun:
                         continue
                     data.points_seen += sum(len(s) for s in item)
                     span = _wider(span, data_time_span(item))
-                    sequences = [s for s in item if s.kind not in ATTRIBUTE_KINDS]
+                    sequences, unnamed = hold_aim_names([s for s in item if s.kind not in ATTRIBUTE_KINDS],
+                                                        data.origin)
                     attribute_parts.extend(s for s in item if s.kind in ATTRIBUTE_KINDS)
+                    for skip in unnamed:  # a name Aim cannot hold: its points are read, not written
+                        self.counters.points_skipped.inc(skip.count)
+                        yield skip
                     if sequences:
                         yield sequences
             finally:
