@@ -20,6 +20,10 @@ points (scalar + image + distribution) over the wall time, and the counts are pr
 3. Decode only, on the same sample's files: runferry's ``read_event_stream`` against the ``tensorboard``
    package's ``EventFileLoader`` (which yields protos and decodes nothing further).
 
+Memory with huge runs: (1) also on a logdir of one run of ``--long-points`` points (a long pretraining
+log) and one of ``--wide-tags`` tags of one point each (``benchmarks.big_runs``), for their peak memory
+beside the small conversion's (it must not grow with a run's size).
+
 (2) and (1) for ``--runs`` are measured as ``--trials`` back-to-back pairs: this machine is a shared VM
 whose speed drifts by tens of percent within minutes, and both halves of a pair see the same speed. The
 ratio reported is the median pair's, with every pair's listed.
