@@ -77,6 +77,7 @@ class RunSequences:
         self._sequences: Dict[Tuple[str, str, str], _Sequence] = {}
         self._context_ids: Dict[str, int] = {}  # a context's entry is written once per run
         self._batch: Optional[storage.RecordBatch] = None
+        self._bases: Dict[int, Any] = {}  # sequence version -> its tree's prefix (False: not local)
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
 
@@ -128,9 +129,11 @@ class RunSequences:
     # ------------------------------------------------------------------------------------------ common
 
     def _note_times(self, series: Series) -> None:
-        times = np.frombuffer(series.wall_times, dtype=np.float64) if series.wall_times.typecode == 'd' \
-            else np.asarray(series.wall_times, dtype=np.float64)
-        low, high = float(times.min()), float(times.max())
+        if len(series) <= _FEW:
+            low, high = float(min(series.wall_times)), float(max(series.wall_times))
+        else:
+            times = np.asarray(series.wall_times, dtype=np.float64)
+            low, high = float(times.min()), float(times.max())
         self.first_time = low if self.first_time is None else min(self.first_time, low)
         self.last_time = high if self.last_time is None else max(self.last_time, high)
 
@@ -145,11 +148,16 @@ class RunSequences:
             self.run.meta_tree['contexts', ctx.idx] = ctx.to_dict()
             self.run.meta_run_tree['contexts', ctx.idx] = ctx.to_dict()
             ctx_id = self._context_ids[key[2]] = ctx.idx
-        container = getattr(self.run.series_run_trees[version].subtree((ctx_id, series.name)), 'container', None)
-        local = isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer)
-        prefix = container.prefix if local else None
-        if local and self._batch is None:
-            self._batch = storage.RecordBatch(container.parent)
+        base = self._bases.get(version)
+        if base is None:  # the sequences tree's own prefix, when it is a local container's
+            container = getattr(self.run.series_run_trees[version], 'container', None)
+            local = isinstance(container, PrefixView) and isinstance(container.parent, RocksContainer)
+            base = self._bases[version] = container.prefix if local else False
+            if local and self._batch is None:
+                self._batch = storage.RecordBatch(container.parent)
+        # a subtree's prefix is its tree's and its path's (``ContainerTreeView.subtree``), built here
+        # without the view objects: runs of many tags make hundreds of thousands
+        prefix = base + storage.encode_path((ctx_id, series.name)) if base is not False else None
         sequence = self._sequences[key] = _Sequence(series.kind, series.name, series.context, ctx_id, prefix)
         return sequence, True
 
@@ -171,6 +179,9 @@ class RunSequences:
 
     def _write_metric(self, series: Series, key: Tuple[str, str, str]) -> None:
         sequence, first = self._sequence(series, key, 2)
+        if len(series) <= _FEW and sequence.prefix is not None and (first or min(series.steps) > sequence.last_step):
+            self._write_few_metric_points(sequence, first, series)
+            return
         steps = np.asarray(series.steps, dtype=np.int64)
         values = np.asarray(series.values, dtype=np.float64)
         times = np.asarray(series.wall_times, dtype=np.float64)
@@ -180,7 +191,7 @@ class RunSequences:
             superseded += self._repeated_in_db([storage.metric_value_key(sequence.prefix, s) for s in earlier.tolist()])
         elif not first and sequence.prefix is None:
             raise ValueError(f'{series.name}: a remote sequence must be written whole, in one part')
-        self._track_ends(sequence, first, steps, values.tolist())
+        self._track_ends(sequence, first, steps, values)
         sequence.points += len(steps)
         sequence.superseded += superseded
         numbers = values[~np.isnan(values)]
@@ -196,6 +207,31 @@ class RunSequences:
             self._commit_if_large()
         else:
             self._set_whole_metric(sequence, steps, values, times)
+
+    def _write_few_metric_points(self, sequence: _Sequence, first: bool, series: Series) -> None:
+        """``_write_metric`` for a part of a few points that repeats no step written before (runs of many
+        tags: one point a tag), in plain Python: numpy's per-call cost would exceed the work."""
+        steps, values, times = series.steps.tolist(), series.values.tolist(), series.wall_times.tolist()
+        superseded = len(steps) - len(set(steps))
+        low_step, high_step = min(steps), max(steps)
+        if first or low_step <= sequence.first_step:
+            at = len(steps) - 1 - steps[::-1].index(low_step)  # at a repeated step the later point wins
+            sequence.first_step, sequence.first = low_step, values[at]
+        if first or high_step >= sequence.last_step:
+            at = len(steps) - 1 - steps[::-1].index(high_step)
+            sequence.last_step, sequence.last = high_step, values[at]
+        sequence.points += len(steps)
+        sequence.superseded += superseded
+        numbers = [v for v in values if v == v]  # not NaN
+        if numbers:
+            sequence.low = min(sequence.low, min(numbers))
+            sequence.high = max(sequence.high, max(numbers))
+            sequence.any_number = True
+        if first:
+            storage.delete_range(self._batch, sequence.prefix)
+            storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
+        storage.few_metric_records(self._batch, sequence.prefix, steps, values, times)
+        self._commit_if_large()
 
     def _set_whole_metric(self, sequence: _Sequence, steps: np.ndarray, values: np.ndarray,
                           times: np.ndarray) -> None:
@@ -332,7 +368,7 @@ class RunSequences:
     # ------------------------------------------------------------------------------------------ ends
 
     @staticmethod
-    def _track_ends(sequence: _Sequence, first: bool, steps: np.ndarray, values: List[Any]) -> None:
+    def _track_ends(sequence: _Sequence, first: bool, steps: np.ndarray, values) -> None:
         """The first (lowest step) and last (highest step) points; at a tie the later point wins."""
         if len(steps) == 1:
             low_step = high_step = int(steps[0])
@@ -348,6 +384,9 @@ class RunSequences:
             sequence.first_step, sequence.first = low_step, values[low_at]
         if first or high_step >= sequence.last_step:
             sequence.last_step, sequence.last = high_step, values[high_at]
+
+
+_FEW = storage.FEW
 
 
 def _repeats_within(steps: np.ndarray) -> int:

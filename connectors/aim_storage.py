@@ -31,7 +31,7 @@ from aim.storage.treeutils import encode_paths_vals, unfold_tree
 from aim.storage.utils import BLOB, ArrayFlag, CustomObjectFlagType
 
 __all__ = ['COMMIT_BYTES', 'METRIC_ARRAYS', 'OBJECT_ARRAYS', 'ARRAY_PATHS', 'RecordBatch', 'MetaWrites', 'metric_records',
-           'array_flags', 'assignment', 'delete_range', 'put_value', 'ARRAY_FLAG', 'step_keys', 'metric_value_key', 'decode_floats',
+           'array_flags', 'few_metric_records', 'FEW', 'assignment', 'delete_range', 'put_value', 'ARRAY_FLAG', 'step_keys', 'metric_value_key', 'decode_floats',
            'encode_path']
 
 METRIC_ARRAYS = ('val', 'step', 'epoch', 'time')  # a version-2 (metric) sequence, keyed by step hash
@@ -173,8 +173,8 @@ def metric_records(batch: RecordBatch, prefix: bytes, steps: np.ndarray, values:
     """Put the key/value pairs ``TreeView.set`` would write for these points of the metric sequence at
     ``prefix`` (its four arrays keyed by step key), assembled with numpy. At a repeated step, the later
     point wins (a later record of a key overrides an earlier one in the same batch)."""
-    if len(steps) <= _FEW:
-        _few_metric_records(batch, prefix, steps.tolist(), values.tolist(), wall_times.tolist())
+    if len(steps) <= FEW:
+        few_metric_records(batch, prefix, steps.tolist(), values.tolist(), wall_times.tolist())
         return
     keys = step_keys(steps)
     # RocksDB's memtable takes a batch of keys in sorted order about three times faster than in the
@@ -192,11 +192,11 @@ def metric_records(batch: RecordBatch, prefix: bytes, steps: np.ndarray, values:
         batch.add(_put_records(prefix + ARRAY_PATHS[array_name], keys, encoded), count=n)
 
 
-_FEW = 8  # below this many points, numpy's per-call cost exceeds the per-point work (runs of many tags)
+FEW = 8  # below this many points, numpy's per-call cost exceeds the per-point work (runs of many tags)
 _FLOAT_HEAD, _INT_HEAD = bytes((_FLOAT_TYPE,)), bytes((_INT_TYPE,))
 
 
-def _few_metric_records(batch: RecordBatch, prefix: bytes, steps: List[int], values: List[float],
+def few_metric_records(batch: RecordBatch, prefix: bytes, steps: List[int], values: List[float],
                         wall_times: List[float]) -> None:
     """``metric_records`` for a few points, one record at a time (the same records, in the same order)."""
     keys = step_keys(np.asarray(steps, dtype=np.int64))
