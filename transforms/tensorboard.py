@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.event_files import EventFileSource
+from connectors.redact import mask_uri
 from transforms.classify import EventFileAssignment, classify
 from transforms.events import read_event_stream
 from transforms.runs import WriteRunsFn, NAMESPACE
@@ -143,7 +144,7 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
             skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
     url = source.url(run)
-    attributes: Dict[str, Any] = {'tensorboard_logdir': url}
+    attributes: Dict[str, Any] = {'tensorboard_logdir': mask_uri(url)}
     attribute_points: Dict[str, int] = {}
     for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
         merged.remove(series)
