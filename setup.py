@@ -36,6 +36,8 @@ setup(
             'hypothesis==6.170.15',
             'moto[server]==5.2.5',
             'gcp-storage-emulator==2026.7.19',
+            # postgresql:// tracking URIs in tests (SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3)
+            'psycopg[binary]==3.3.9',
         ],
     },
 )

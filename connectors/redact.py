@@ -25,7 +25,8 @@ import urllib.parse
 from typing import Any, Dict, FrozenSet, Iterable, Iterator, Optional, Set
 
 __all__ = ['MASK', 'is_secret_name', 'mask_uri', 'mask_text', 'mask_options', 'secrets_of_uri',
-           'secrets_of_options', 'remember', 'remembered', 'MaskingFilter', 'mask_logging', 'mask_excepthook']
+           'secrets_of_options', 'remember', 'remembered', 'MaskingFilter', 'mask_logging', 'mask_excepthook', 'MaskingStream',
+           'mask_streams']
 
 MASK = '***'
 
@@ -227,3 +228,32 @@ def _masked_excepthook(kind, error, trace) -> None:
 def mask_excepthook() -> None:
     """An exception that ends the program is printed with its secrets masked."""
     sys.excepthook = _masked_excepthook
+
+
+class MaskingStream:
+    """A text stream that masks what is written to it before passing it on: ``sys.stdout``/``sys.stderr``
+    of a program, so that libraries' own handlers and prints (MLflow logs through a handler of its own)
+    are masked too. Each ``write`` is masked alone: a secret is found when one call writes it whole, as
+    ``print`` and ``logging`` do with each message."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask_text(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):  # flush, fileno, isatty, encoding... of the stream underneath
+        return getattr(self._stream, name)
+
+
+def mask_streams() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in a ``MaskingStream`` (once)."""
+    if not isinstance(sys.stdout, MaskingStream):
+        sys.stdout = MaskingStream(sys.stdout)
+    if not isinstance(sys.stderr, MaskingStream):
+        sys.stderr = MaskingStream(sys.stderr)

@@ -137,8 +137,9 @@ def check_pipeline_args(pipeline_args: Sequence[str], parser: argparse.ArgumentP
 
 
 def start() -> None:
-    """What every entry point does first: INFO logging to stderr, every record and every uncaught
-    exception with its secrets masked."""
+    """What every entry point does first: INFO logging to stderr, and secrets masked in every record
+    (the filter), every uncaught exception (the hook) and whatever the process prints (its streams)."""
+    redact.mask_streams()
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     redact.mask_logging(*LOGGERS)
     redact.mask_excepthook()

@@ -22,6 +22,7 @@ import logging
 import os
 import posixpath
 import time
+import urllib.parse
 from typing import List, Optional, Tuple
 
 import apache_beam as beam
@@ -61,8 +62,17 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
     known.storage_options = parse_json_flag('--storage-options', known.storage_options)
     redact.remember(redact.secrets_of_options(known.storage_options))
     if known.experiment is None:
-        known.experiment = posixpath.basename(known.logdir.rstrip('/')) or 'default'
+        known.experiment = default_experiment(known.logdir)
     return known, pipeline_args
+
+
+def default_experiment(logdir: str) -> str:
+    """The logdir's base name; for a URL, of its path, or its host when the path is empty (never its
+    user, password or query: ``http://alice:pw@host/`` → ``host``)."""
+    if '://' not in logdir:
+        return posixpath.basename(logdir.rstrip('/')) or 'default'
+    parts = urllib.parse.urlsplit(logdir)
+    return posixpath.basename(parts.path.rstrip('/')) or parts.netloc.rpartition('@')[2] or 'default'
 
 
 def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], Plan]:

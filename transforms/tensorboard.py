@@ -143,8 +143,8 @@ def tensorboard_run_data(source: EventFileSource, experiment: str, run: str,
         if superseded:
             skips.append(Skip(source.url(run), 'duplicate step: superseded by a later event with the same '
                               'step', 'point', count=superseded, detail=f'{series.name} {key[2]}'))
-    url = source.url(run)
-    attributes: Dict[str, Any] = {'tensorboard_logdir': mask_uri(url)}
+    url = mask_uri(source.url(run))  # as shown and stored; also the identity: a new password, the same runs
+    attributes: Dict[str, Any] = {'tensorboard_logdir': url}
     attribute_points: Dict[str, int] = {}
     for series in [s for s in merged if s.kind in ('hparams', 'hparams_config')]:  # run attributes, not sequences
         merged.remove(series)
