@@ -54,8 +54,25 @@ def parse_command(parser: argparse.ArgumentParser, argv: Optional[List[str]]
         raise UsageError('--repo is empty')
     if known.skipped is None:
         known.skipped = default_skipped_path(known.repo)
-    redact.remember(_secrets_of(vars(known).values()))
+    redact.remember(_secrets_of(vars(known).values()) | _secrets_of_beam_args(pipeline_args))
     return known, pipeline_args
+
+
+def _secrets_of_beam_args(pipeline_args: Sequence[str]) -> Set[str]:
+    """The values of Beam's secret flags (``--s3_secret_access_key``, ``--s3_session_token``...) and the
+    secrets of the URIs in any Beam flag's value."""
+    found: Set[str] = set()
+    for position, arg in enumerate(pipeline_args):
+        name, equals, value = arg.partition('=')
+        if not equals:
+            following = pipeline_args[position + 1] if position + 1 < len(pipeline_args) else ''
+            name, value = arg, ('' if following.startswith('-') else following)
+        if not name.startswith('--') or not value:
+            continue
+        if redact.is_secret_name(name[2:]):
+            found.add(value)
+        found |= redact.secrets_of_uri(value)
+    return found
 
 
 def _secrets_of(values: Iterable[object]) -> Set[str]:
@@ -123,7 +140,7 @@ def check_pipeline_args(pipeline_args: Sequence[str], parser: argparse.ArgumentP
     beam = _beam_parser(pipeline_args)
     try:
         _, unknown = beam.parse_known_args(list(pipeline_args))
-    except argparse.ArgumentError as error:  # a Beam option with a bad value (--direct_num_workers x)
+    except (argparse.ArgumentError, ValueError, TypeError) as error:  # a bad value: --direct_num_workers x
         raise UsageError(str(error)) from None
     if not unknown:
         return

@@ -95,6 +95,17 @@ def test_the_refusal_names_the_flag_never_its_value():
     assert message.endswith('did you mean --tracking-uri?')
 
 
+def test_secrets_of_beam_flags_are_remembered(monkeypatch):
+    from connectors import redact
+
+    monkeypatch.setattr(redact, '_remembered', set())
+    tf_to_aim.parse([*ENTRY_POINTS['tf_to_aim'][1], '--s3_secret_access_key', 'wJalrBEAMsecret',
+                     '--s3_session_token=BEAMtoken99', '--s3_endpoint_url', 'http://u:BEAMpw77@minio:9000',
+                     '--s3_region_name', 'eu-west-1'])
+    assert {'wJalrBEAMsecret', 'BEAMtoken99', 'BEAMpw77'} <= redact.remembered()
+    assert 'eu-west-1' not in redact.remembered()
+
+
 def test_shared_flags_are_defined_once():
     def shared(parser):
         return {a.dest: (tuple(a.option_strings), a.required, a.nargs, a.default) for a in parser._actions
