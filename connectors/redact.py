@@ -22,11 +22,11 @@ import re
 import sys
 import traceback
 import urllib.parse
-from typing import Any, Dict, FrozenSet, Iterable, Iterator, Optional, Set
+from typing import Any, FrozenSet, Iterable, Iterator, Optional, Set
 
 __all__ = ['MASK', 'is_secret_name', 'mask_uri', 'mask_text', 'mask_options', 'secrets_of_uri',
-           'secrets_of_options', 'remember', 'remembered', 'MaskingFilter', 'mask_logging', 'mask_excepthook', 'MaskingStream',
-           'mask_streams']
+           'secrets_of_options', 'remember', 'remembered', 'MaskingFilter', 'mask_logging', 'mask_excepthook',
+           'MaskingStream', 'mask_streams']
 
 MASK = '***'
 

@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
-from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
 from connectors import redact
+from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
 from pipelines.cli import add_shared_flags, new_parser, parse_command, start
 from pipelines.common import (UsageError, check_repo_writable, exit_program, fail_usage, finish, finish_outputs,
                               pipeline_options, read_counters)
@@ -192,7 +192,8 @@ def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str,
         'artifact': sum(s.artifact_count for s in listed),
         'skipped': sum(len(s.skipped_artifacts) for s in listed),
     }
-    title = (f'Plan for {redact.mask_uri(source.tracking_uri)} → Aim repo {redact.mask_uri(repo)} (dry run: nothing is written)\n'
+    title = (f'Plan for {redact.mask_uri(source.tracking_uri)} → Aim repo {redact.mask_uri(repo)} '
+             f'(dry run: nothing is written)\n'
              f'{_plural(len(plan), "experiment")}, {_plural(sum(len(ids) for _, ids in plan), "run")}: '
              f'{_plural(total["metric"], "metric")}, {_plural(total["param"], "param")}, '
              f'{_plural(total["artifact"], "artifact")} ({total["skipped"]:,} to skip)')

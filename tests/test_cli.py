@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import pytest
 
-from pipelines import cli, mlflow_to_aim, tf_to_aim
+from pipelines import mlflow_to_aim, tf_to_aim
 from pipelines.common import UsageError
 from templates.flex_args import parser_of, template_argv
 from tests import servers
@@ -140,7 +140,8 @@ def test_dataflow_launcher_options_pass_the_check():
 
 # --------------------------------------------------------------------------------------- subprocesses
 
-def run_all(commands: Dict[str, List[str]], env: Dict[str, str], timeout: float = 400) -> Dict[str, subprocess.CompletedProcess]:
+def run_all(commands: Dict[str, List[str]], env: Dict[str, str],
+            timeout: float = 400) -> Dict[str, subprocess.CompletedProcess]:
     """Start every command at once, then wait for each (bounded): {name: finished process}."""
     started = {name: subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)

@@ -22,8 +22,10 @@ from connectors.retry import one_line
     ('https://host/runs?token=abc123&page=2', 'https://host/runs?token=***&page=2'),
     ('https://bucket.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4&X-Amz-Credential=AKIA%2F1&X-Amz-Signature=ff00',
      'https://bucket.s3.amazonaws.com/k?X-Amz-Algorithm=***&X-Amz-Credential=***&X-Amz-Signature=***'),
-    ('https://acct.blob.core.windows.net/c?sv=2024&sig=Zm9v%3D&se=2030', 'https://acct.blob.core.windows.net/c?sv=2024&sig=***&se=2030'),
-    ('https://h/?access_token=t1;api_key=k2;password=p3;secret=s4;key=k5', 'https://h/?access_token=***;api_key=***;password=***;secret=***;key=***'),
+    ('https://acct.blob.core.windows.net/c?sv=2024&sig=Zm9v%3D&se=2030',
+     'https://acct.blob.core.windows.net/c?sv=2024&sig=***&se=2030'),
+    ('https://h/?access_token=t1;api_key=k2;password=p3;secret=s4;key=k5',
+     'https://h/?access_token=***;api_key=***;password=***;secret=***;key=***'),
     ('https://h/cb#access_token=t1&state=ok', 'https://h/cb#access_token=***&state=ok'),
     ('ftp://user@host/path', 'ftp://user@host/path'),  # a user without a password is kept
 ])
@@ -62,7 +64,8 @@ def test_mask_text_masks_every_uri_in_a_library_error():
 
 @pytest.mark.parametrize('text,shown', [
     ('host=db port=5432 user=u password=hunter2 dbname=m', 'host=db port=5432 user=u password=*** dbname=m'),
-    ("S3FileSystem(key='AKIA1234', secret='wJalr/K7', anon=False)", "S3FileSystem(key='***', secret='***', anon=False)"),
+    ("S3FileSystem(key='AKIA1234', secret='wJalr/K7', anon=False)",
+     "S3FileSystem(key='***', secret='***', anon=False)"),
     ('{"key": "AKIA1234", "secret": "wJalr K7", "anon": true}', '{"key": "***", "secret": "***", "anon": true}'),
     ("{'token': 'ya29.a0', 'project': 'p'}", "{'token': '***', 'project': 'p'}"),
 ])
