@@ -32,7 +32,9 @@ LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'flex_template', 'runferry.retry', 'con
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An entry point's parser: ``python -m pipelines.PROG``, described by its module docstring's first line."""
-    return argparse.ArgumentParser(prog=f'python -m pipelines.{prog}', description=doc.split('\n')[0])
+    return argparse.ArgumentParser(prog=f'python -m pipelines.{prog}', description=doc.split('\n')[0],
+                                   epilog='Any other flag must be a Beam option (--runner, --direct_num_workers, '
+                                          "Dataflow's --project, ...); it goes to Beam.")
 
 
 def add_shared_flags(parser: argparse.ArgumentParser, dry_run_help: str) -> None:
