@@ -50,9 +50,12 @@ from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
 from apache_beam.utils.retry import FuzzedExponentialIntervals
 
+from connectors.redact import MaskingFilter, mask_text
+
 __all__ = ['RetryPolicy', 'RetriesExhausted', 'call_with_retry', 'is_transient', 'one_line', 'TRANSIENT_STATUS']
 
 log = logging.getLogger('runferry.retry')
+log.addFilter(MaskingFilter())  # its lines name resources (URIs); masked in worker processes too
 T = TypeVar('T')
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -106,8 +109,9 @@ class RetriesExhausted(OSError):
 
 
 def one_line(error: BaseException, limit: int = 400) -> str:
-    """``Type: message`` on one line (whitespace collapsed), cut to ``limit`` characters."""
-    text = ' '.join(str(error).split()) or repr(error)
+    """``Type: message`` on one line (whitespace collapsed, secrets masked before it is cut), cut to
+    ``limit`` characters."""
+    text = mask_text(' '.join(str(error).split()) or repr(error))
     text = f'{type(error).__name__}: {text}'
     return text if len(text) <= limit else text[:limit - 1] + '…'
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -14,13 +15,14 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from connectors.redact import mask_text, remembered
 from transforms.runs import NAMESPACE
 from transforms.series import Skip
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
            'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
            'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end', 'failure_line',
-           'first_run_failure']
+           'first_run_failure', 'masked_letter']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
@@ -47,7 +49,8 @@ def exit_program(status: int) -> None:
 
 
 def fail_usage(prog: str, error: Exception) -> None:
-    print(f'{prog}: error: {error}', file=sys.stderr)
+    """The one line a usage error ends with (secrets masked), and exit status 2."""
+    print(mask_text(f'{prog}: error: {error}'), file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -56,10 +59,10 @@ def parse_json_flag(flag: str, text: Optional[str]) -> Dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f'{flag} is not valid JSON ({error.msg} at column {error.colno}): {text}') from None
+    except json.JSONDecodeError as error:  # the text itself is not shown: it may hold secrets
+        raise UsageError(f'{flag} is not valid JSON ({error.msg} at column {error.colno})') from None
     if not isinstance(value, dict):
-        raise UsageError(f'{flag} must be a JSON object, got: {text}')
+        raise UsageError(f'{flag} must be a JSON object, got a JSON {type(value).__name__}')
     return value
 
 
@@ -121,16 +124,25 @@ def check_repo_writable(repo: str, early=None) -> None:
         raise UsageError(f'--repo {repo} cannot be opened as an Aim repo: {error}') from None
 
 
-class WriteSkipped(beam.DoFn):
-    """All dead letters (one list) → one JSON-lines file, sorted so the same input gives the same file."""
+def masked_letter(skip: Skip, secrets: Iterable[str] = ()) -> str:
+    """A dead letter's JSON line with the secrets in its texts (a source URI, a library's error) masked."""
+    letter = {key: mask_text(value, secrets) if isinstance(value, str) else value
+              for key, value in dataclasses.asdict(skip).items() if value is not None}
+    return json.dumps(letter, sort_keys=True)
 
-    def __init__(self, path: str):
+
+class WriteSkipped(beam.DoFn):
+    """All dead letters (one list) → one JSON-lines file, sorted so the same input gives the same file.
+    ``secrets``: the literal secrets the launcher knows, masked here too (a worker does not know them)."""
+
+    def __init__(self, path: str, secrets: Iterable[str] = ()):
         self.path = path
+        self.secrets = sorted(secrets)
 
     def process(self, skips: List[Skip]):
         import fsspec
 
-        lines = sorted(skip.to_json() for skip in skips)
+        lines = sorted(masked_letter(skip, self.secrets) for skip in skips)
         with fsspec.open(self.path, 'w') as out:
             for line in lines:
                 out.write(line + '\n')
@@ -187,15 +199,15 @@ def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry
         import fsspec
 
         with fsspec.open(args.report, 'w') as out:
-            json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': args.repo,
-                       'skipped_path': args.skipped}, out, indent=2, sort_keys=True)
+            json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': mask_text(args.repo),
+                       'skipped_path': mask_text(args.skipped)}, out, indent=2, sort_keys=True)
     failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
     if failed_runs:
         how = ', '.join(f'{counters[name]:,} {_FAILED_RUN_WORDS[name]}' for name in FAILED_RUN_COUNTERS
                         if counters.get(name))
         reason = first_run_failure(args.skipped)
-        print(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not converted ({how})'
-              + (f'; the first: {reason}' if reason else ''), file=sys.stderr)
+        print(mask_text(f'{prog}: error: {failed_runs:,} run{"" if failed_runs == 1 else "s"} not converted ({how})'
+                        + (f'; the first: {reason}' if reason else '')), file=sys.stderr)
         return 1
     skipped_any = any(counters.get(name, 0) for name in SKIP_COUNTERS)
     return 1 if (args.strict and skipped_any) else 0
@@ -364,4 +376,4 @@ def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_pa
     ((converted['skipped'], indexed[SKIPPED])
      | 'FlattenUnindexed' >> beam.Flatten()
      | 'CollectSkipped' >> beam.combiners.ToList()
-     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path)))
+     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path, remembered())))

@@ -28,9 +28,11 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
+from connectors import redact
 from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
-from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
-                              finish, finish_outputs, pipeline_options, read_counters, run_to_end)
+from pipelines.cli import add_shared_flags, new_parser, parse_command, start
+from pipelines.common import (UsageError, check_repo_writable, exit_program, fail_usage, finish, finish_outputs,
+                              pipeline_options, read_counters, run_to_end)
 from pipelines.report import print_tree
 from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
@@ -44,34 +46,27 @@ Plan = List[Tuple[ExperimentRef, List[str]]]  # each chosen experiment and its r
 
 def make_parser() -> argparse.ArgumentParser:
     """The command line's flags (also read by the Flex Template's tests to match metadata.json)."""
-    parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
+    parser = new_parser(PROG, __doc__)
     parser.add_argument('--tracking-uri', '--tracking_uri', dest='tracking_uri',
                         help='MLflow tracking URI (default: $MLFLOW_TRACKING_URI)')
     parser.add_argument('--experiment', action='append', default=[],
                         help='an experiment id or name to convert (repeatable; default: all experiments)')
-    parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
-    parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
-                        help='print the experiments and runs that would be converted, as a tree; write nothing')
-    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
-    parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
-    parser.add_argument('--report', help='also write the final report as JSON to this path')
     parser.add_argument('--page-size', '--page_size', dest='page_size', type=int, default=1000,
                         help=argparse.SUPPRESS)
+    add_shared_flags(parser, dry_run_help='print the experiments and runs that would be converted, as a tree; '
+                                          'write nothing')
     return parser
 
 
 def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
-    known, pipeline_args = make_parser().parse_known_args(argv)
+    known, pipeline_args = parse_command(make_parser(), argv)
     if known.tracking_uri is None:
         known.tracking_uri = os.environ.get('MLFLOW_TRACKING_URI')
+        redact.remember(redact.secrets_of_uri(known.tracking_uri))
     if not (known.tracking_uri or '').strip():
         raise UsageError('no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI')
-    if not known.repo.strip():
-        raise UsageError('--repo is empty')
     if any(not e.strip() for e in known.experiment):
         raise UsageError('--experiment is empty')
-    if known.skipped is None:
-        known.skipped = default_skipped_path(known.repo)
     return known, pipeline_args
 
 
@@ -197,7 +192,8 @@ def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str,
         'artifact': sum(s.artifact_count for s in listed),
         'skipped': sum(len(s.skipped_artifacts) for s in listed),
     }
-    title = (f'Plan for {source.tracking_uri} → Aim repo {repo} (dry run: nothing is written)\n'
+    title = (f'Plan for {redact.mask_uri(source.tracking_uri)} → Aim repo {redact.mask_uri(repo)} '
+             f'(dry run: nothing is written)\n'
              f'{_plural(len(plan), "experiment")}, {_plural(sum(len(ids) for _, ids in plan), "run")}: '
              f'{_plural(total["metric"], "metric")}, {_plural(total["param"], "param")}, '
              f'{_plural(total["artifact"], "artifact")} ({total["skipped"]:,} to skip)')
@@ -220,7 +216,7 @@ def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str,
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    start()
     try:
         args, pipeline_args = parse(argv)
         source, plan = plan_source(args)

@@ -34,6 +34,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from connectors.redact import mask_text
 from transforms.classify import Plan, run_name
 from transforms.runs import NAMESPACE
 
@@ -83,7 +84,7 @@ def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
     """tf_to_aim's dry run: runs → contexts → event files, then the ignored (unorganized) files."""
     files = sum(len(f) for c in plan.runs.values() for f in c.values())
     contexts = sum(len(c) for c in plan.runs.values())
-    title = (f'Plan for {source.logdir} → Aim experiment {experiment!r} (dry run: nothing is written)\n'
+    title = (f'Plan for {mask_text(source.logdir)} → Aim experiment {experiment!r} (dry run: nothing is written)\n'
              f'{_plural(len(plan.runs), "run")}, {_plural(contexts, "context")}, {_plural(files, "event file")}, '
              f'{len(plan.ignored):,} ignored')
     nodes: List[Tree] = []
@@ -218,6 +219,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
     def say(line: str = '') -> None:
         print(line, file=out)
 
+    repo, skipped_path = mask_text(repo), skipped_path and mask_text(skipped_path)
     say('runferry report')
     for section in _SECTIONS:
         if not any(key in counters or key in _ALWAYS for _, key in section):

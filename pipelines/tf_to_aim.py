@@ -23,14 +23,16 @@ import logging
 import os
 import posixpath
 import time
+import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
+from connectors import redact
 from connectors.event_files import EventFileSource, SourceError
-from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
-                              finish, finish_outputs, parse_json_flag, pipeline_options, read_counters,
-                              run_to_end, watch_progress)
+from pipelines.cli import add_shared_flags, new_parser, parse_command, start
+from pipelines.common import (UsageError, check_repo_writable, exit_program, fail_usage, finish, finish_outputs,
+                              parse_json_flag, pipeline_options, read_counters, run_to_end, watch_progress)
 from pipelines.progress import ProgressRecorder
 from pipelines.report import NOT_CONVERTED, print_plan
 from transforms.classify import (AIM, FLAT, LAYOUTS, TENSORBOARD, Plan, classify, is_event_file, look_like_runs,
@@ -43,9 +45,8 @@ log = logging.getLogger(PROG)
 
 def make_parser() -> argparse.ArgumentParser:
     """The command line's flags (also read by the Flex Template's tests to match metadata.json)."""
-    parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0])
+    parser = new_parser(PROG, __doc__)
     parser.add_argument('--logdir', required=True, help='TensorBoard logdir: a local path or any fsspec URL')
-    parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
     parser.add_argument('--layout', metavar='{' + ','.join(LAYOUTS) + '}',  # checked by parse: one line
                         help="how directories become runs: aim (default: Aim's converter rules), flat (Aim's "
                              "--flat rule), tensorboard (every directory holding event files is a run)")
@@ -53,30 +54,24 @@ def make_parser() -> argparse.ArgumentParser:
                         help="Aim's --flat rule: every directory holding event files below depth 1 is a run, its "
                              "parent a group (same as --layout flat)")
     parser.add_argument('--experiment', help="Aim experiment of the runs (default: the logdir's base name)")
-    parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
-                        help='print the plan (runs, contexts, files, ignored files, files not converted); write nothing')
-    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
-    parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
-    parser.add_argument('--report', help='also write the final report as JSON to this path')
     parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
                         help='JSON object passed to fsspec (e.g. {"anon": true})')
     parser.add_argument('--chunk-points', '--chunk_points', dest='chunk_points', type=int, default=100_000,
                         help=argparse.SUPPRESS)
+    add_shared_flags(parser, dry_run_help='print the plan (runs, contexts, files, ignored files, files not '
+                                          'converted); write nothing')
     return parser
 
 
 def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
-    known, pipeline_args = make_parser().parse_known_args(argv)
+    known, pipeline_args = parse_command(make_parser(), argv)
     if not known.logdir.strip():
         raise UsageError('--logdir is empty')
-    if not known.repo.strip():
-        raise UsageError('--repo is empty')
     known.storage_options = parse_json_flag('--storage-options', known.storage_options)
     known.layout = resolve_layout(known.layout, known.flat)
+    redact.remember(redact.secrets_of_options(known.storage_options))
     if known.experiment is None:
-        known.experiment = posixpath.basename(known.logdir.rstrip('/')) or 'default'
-    if known.skipped is None:
-        known.skipped = default_skipped_path(known.repo)
+        known.experiment = default_experiment(known.logdir)
     return known, pipeline_args
 
 
@@ -87,6 +82,15 @@ def resolve_layout(layout: Optional[str], flat: bool) -> str:
     if flat and layout not in (None, FLAT):
         raise UsageError(f'--flat contradicts --layout {layout} (--flat is --layout flat)')
     return FLAT if flat else (layout or AIM)
+
+
+def default_experiment(logdir: str) -> str:
+    """The logdir's base name; for a URL, of its path, or its host when the path is empty (never its
+    user, password or query: ``http://alice:pw@host/`` → ``host``)."""
+    if '://' not in logdir:
+        return posixpath.basename(logdir.rstrip('/')) or 'default'
+    parts = urllib.parse.urlsplit(logdir)
+    return posixpath.basename(parts.path.rstrip('/')) or parts.netloc.rpartition('@')[2] or 'default'
 
 
 def plan_source(args: argparse.Namespace) -> Tuple[EventFileSource, List[str], Plan]:
@@ -129,7 +133,7 @@ def warn_merged_runs(source: EventFileSource, plan: Plan, layout: str) -> None:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    start()
     try:
         args, pipeline_args = parse(argv)
         source, listing, plan = plan_source(args)

@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.event_files import EventFileSource
+from connectors.redact import mask_uri
 from transforms.classify import AIM, EventFileAssignment, classify, run_name
 from transforms.events import read_event_stream
 from transforms.hparams import merge_run_attributes
@@ -204,7 +205,7 @@ class ReadRunFn(beam.DoFn):
 
     def process(self, element: Tuple[str, Iterable[EventFileAssignment]]):
         run, assignments = element
-        url = self.source.url(run)
+        url = mask_uri(self.source.url(run))  # as shown and stored; also the identity: a new password, the same runs
         spec = RunSpec(identity=f'tensorboard:{url}', name=run_name(run, self.source.logdir), experiment=self.experiment,
                        attributes={'tensorboard_logdir': url}, origin=url)
         yield RunData(spec, stream=EventFileRun(self.source, list(assignments), self.chunk_points, self.counters,
