@@ -653,10 +653,8 @@ class IndexBusy(Exception):
     """The repo's index stayed locked by another process for the whole wait."""
 
     def __init__(self, path: str, waited: float, runs: int):
-        super().__init__(f'{runs} run(s) written but not indexed: {path} stayed locked by another process '
-                         f'for {waited:.0f} s (an `aim up` on the repo indexes them itself; otherwise '
-                         f'`aim storage reindex` does)')
-        self.runs = runs
+        super().__init__(f'{path} stayed locked by another process for {waited:.0f} s; {runs} run(s) not indexed')
+        self.runs = runs  # written, props too: aim up's index manager, or ``aim storage reindex``, indexes them
 
 
 def index_wait_seconds() -> float:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from typing import Dict, List
 
 import pytest
+from aim import Repo
 
 from pipelines import early_repo
 from samples.tensorboard_logs import write_tbx
@@ -91,7 +93,7 @@ def test_a_second_creation_of_a_repo_keeps_the_first_and_cleans_up_its_own(tmp_p
 def test_a_repo_built_aside_and_renamed_opens_writes_and_reads_back(tmp_path):
     """Aim keeps no absolute path in .aim that it reads back: the SQLite URL and RocksDB paths are
     computed at open (only RocksDB's text LOG files name the path they were written at)."""
-    from aim import Repo, Run
+    from aim import Run
 
     staging = early_repo.stage(str(tmp_path / 'repo'))
     Repo(staging, init=True)
@@ -124,22 +126,30 @@ print(json.dumps({'hparams': run['hparams'], 'experiment': run.experiment, 'loss
 
 # --- conversions racing ------------------------------------------------------------------------------
 
-STAGGERS = (0.0, 0.4, 1.5)  # seconds between starts: at once, during the launcher's start, mid-conversion
+# (writers, seconds between their starts): at once; during the launchers' start; one mid-conversion
+ROUNDS = ((2, 0.0), (3, 0.4), (3, 1.5))
+
+
+@pytest.fixture(scope='module')
+def converted_repo(tmp_path_factory, logdirs):
+    """A repo holding one conversion (logdir 3), so that every part a conversion writes exists."""
+    tmp = tmp_path_factory.mktemp('converted')
+    repo = str(tmp / 'repo')
+    result = _convert(logdirs[3][0], repo, str(tmp / 'skipped.jsonl'))
+    assert result.returncode == 0, result.stderr
+    return repo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('writers', [2, 3])
 @pytest.mark.parametrize('existing', [False, True], ids=['new-repo', 'existing-repo'])
-def test_conversions_racing_into_one_repo_all_land(tmp_path, logdirs, writers, existing):
-    for round_, stagger in enumerate(STAGGERS):
+def test_conversions_racing_into_one_repo_all_land(tmp_path, logdirs, converted_repo, existing):
+    for round_, (writers, stagger) in enumerate(ROUNDS):
         parent = tmp_path / f'round{round_}'
         repo = str(parent / 'repo')
         written = []
-        if existing:  # the repo exists, with runs, before the race
-            base_dir, base = logdirs[3]
-            first = _convert(base_dir, repo, str(tmp_path / f'base{round_}.jsonl'))
-            assert first.returncode == 0, first.stderr
-            written.append(base)
+        if existing:  # the repo exists, with runs, before the race (a copy: Aim keeps no path in it)
+            shutil.copytree(converted_repo, repo)
+            written.append(logdirs[3][1])
         processes = []
         for i in range(writers):
             if i:
@@ -190,8 +200,6 @@ def _names_in_sqlite(repo: str) -> List[str]:
 @pytest.mark.slow
 def test_index_runs_waits_for_an_index_another_process_holds(tmp_path, logdirs):
     """``index_runs`` waits while another writer holds the index, and indexes once it is free."""
-    from aim import Repo
-
     from connectors.aim_sink import index_runs
 
     repo = str(tmp_path / 'repo')
@@ -213,7 +221,7 @@ def test_index_runs_waits_for_an_index_another_process_holds(tmp_path, logdirs):
 def index_held_for_conversion(repo: str, logdir: str, tmp_path, wait: str = '1'):
     """Converts ``logdir`` into ``repo`` (created first) while another process holds the index for the
     whole conversion (``RUNFERRY_INDEX_WAIT_SECONDS=wait``); yields the result, the index still held."""
-    assert early_repo.create_repo(repo)
+    Repo.from_path(repo, init=True)
     with index_held(repo):
         yield _convert(logdir, repo, str(tmp_path / 'skipped.jsonl'), env={'RUNFERRY_INDEX_WAIT_SECONDS': wait})
 
@@ -230,14 +238,23 @@ def test_an_index_held_throughout_is_one_report_line_and_the_runs_are_written(tm
         index = os.path.join(repo, '.aim', 'meta', 'index')
         assert f'2 run(s) written but not yet indexed: {index} stayed locked' in result.stdout
         assert _names_in_sqlite(repo) == sorted(name for name, _ in written)  # the props are written
-    # the runs are complete: indexed as Aim indexes runs its own Run wrote, they read back equal
-    from aim import Repo
-    from aim.sdk.index_manager import RepoIndexManager
-
-    manager = RepoIndexManager(Repo.from_path(repo))
-    for run_hash in os.listdir(os.path.join(repo, '.aim', 'meta', 'chunks')):
-        manager.index(run_hash)
+    # the runs are complete: ``aim up``'s index manager indexes them, as runs Aim's own Run wrote
+    with ui_server.aim_up(repo) as url:
+        assert _wait_for_listed(url, sorted(name for name, _ in written))
     assert_same_points(read_metrics(repo), expected_metrics(written))
+
+
+def _wait_for_listed(url: str, names: List[str], timeout: float = 60) -> bool:
+    """Whether aim up's HTTP API lists exactly ``names`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = sorted(run['props']['name'] for run in ui_server.search_runs(url).values())
+        if listed == names:
+            return True
+        if time.monotonic() > deadline:
+            print('listed by aim up:', listed)
+            return False
+        time.sleep(1)
 
 
 @pytest.mark.slow
@@ -246,20 +263,13 @@ def test_a_conversion_while_aim_up_serves_the_repo(tmp_path):
     time: the conversion's own index step waits its turn. Every run shows in aim up's HTTP API."""
     repo = str(tmp_path / 'repo')
     logdir = str(tmp_path / 'served')
-    written = _write_logdir(logdir, 'served', runs=40, steps=10)  # enough runs to keep its manager busy
-    assert early_repo.create_repo(repo)
+    written = _write_logdir(logdir, 'served', runs=40, steps=5)  # enough runs to keep its manager busy
+    Repo.from_path(repo, init=True)
     with ui_server.aim_up(repo) as url:
         result = _convert(logdir, repo, str(tmp_path / 'skipped.jsonl'))
         assert result.returncode == 0, result.stderr[-3000:]
         assert 'Traceback' not in result.stderr and 'not yet indexed' not in result.stdout
-        names = sorted(name for name, _ in written)
-        deadline = time.monotonic() + 60
-        while True:
-            listed = sorted(run['props']['name'] for run in ui_server.search_runs(url).values())
-            if listed == names or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert listed == names
+        assert _wait_for_listed(url, sorted(name for name, _ in written))
     assert_same_points(read_metrics(repo), expected_metrics(written))
 
 
@@ -275,16 +285,6 @@ def immutable(path: str):
         subprocess.run(['chattr', '-i', path], check=True)
 
 
-@pytest.fixture(scope='module')
-def converted_repo(tmp_path_factory, logdirs):
-    """A repo holding one conversion (so every part a conversion writes exists)."""
-    tmp = tmp_path_factory.mktemp('converted')
-    repo = str(tmp / 'repo')
-    result = _convert(logdirs[0][0], repo, str(tmp / 'skipped.jsonl'))
-    assert result.returncode == 0, result.stderr
-    return repo
-
-
 def _snapshot(repo: str):
     aim_dir = os.path.join(repo, '.aim')
     with open(os.path.join(aim_dir, 'run_metadata.sqlite'), 'rb') as db:
@@ -292,12 +292,12 @@ def _snapshot(repo: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('part', ['run_metadata.sqlite', '.', 'meta/chunks', 'seqs/chunks', 'locks', 'meta/index'])
+@pytest.mark.parametrize('part', ['run_metadata.sqlite', 'meta/chunks', 'seqs/chunks', 'locks'])
 def test_an_unwritable_part_of_the_repo_stops_the_start_check(tmp_path, converted_repo, logdirs, part):
     target = os.path.normpath(os.path.join(converted_repo, '.aim', part))
     before = _snapshot(converted_repo)
     with immutable(target):
-        result = _convert(logdirs[1][0], converted_repo, str(tmp_path / 'skipped.jsonl'))
+        result = _convert(logdirs[0][0], converted_repo, str(tmp_path / 'skipped.jsonl'))
     assert result.returncode == 2, result.stderr
     assert error_lines(result.stderr) == [f'tf_to_aim: error: --repo {converted_repo} is not writable: '
                                           f'{target} is read-only']
