@@ -124,6 +124,42 @@ print(json.dumps({'hparams': run['hparams'], 'experiment': run.experiment, 'loss
 '''
 
 
+def test_two_commands_building_one_new_repo_share_it_and_delete_nothing(tmp_path):
+    """Two commands start at once into one new path: both build (in the subprocess the launcher starts);
+    the first claims it and writes; the second, whether it claims too or fails (unclaimed, discarded
+    at exit), leaves the first one's repo and everything in it."""
+    path = str(tmp_path / 'new' / 'repo')
+    argv = ['--logdir', 'l', '--repo', path]
+    first, second, third = early_repo.start(argv), early_repo.start(argv), early_repo.start(argv)
+    assert first.claim(path) is True
+    marker = os.path.join(path, '.aim', 'marker')  # stands for the first command's runs
+    open(marker, 'w').close()
+    assert second.claim(path) is True  # the first one's repo, used as it is
+    third.discard()  # a command that failed with a usage error: what runs at its exit
+    for early in (first, second, third):
+        early.discard()
+    assert os.path.exists(marker)
+    assert _staging_left(tmp_path) == [] and os.listdir(tmp_path / 'new') == ['repo']
+    assert Repo.check_repo_status(path).name == 'UPDATED'
+
+
+@pytest.mark.slow
+def test_a_failing_command_beside_a_conversion_into_the_same_new_repo(tmp_path, logdirs):
+    """A command with a bad flag, started just after a conversion into the same new repo, fails alone:
+    it deletes nothing, and the conversion's runs are all there."""
+    repo = str(tmp_path / 'new' / 'repo')
+    converting = _start(logdirs[0][0], repo, str(tmp_path / 'skipped0.jsonl'))
+    time.sleep(0.5)
+    failing = _finish(subprocess.Popen(
+        [sys.executable, '-m', 'pipelines.tf_to_aim', '--logdir', logdirs[1][0], '--repo', repo,
+         '--storage-options', '{not json'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    converted = _finish(converting)
+    assert failing.returncode == 2 and '--storage-options is not valid JSON' in failing.stderr
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    assert_same_points(read_metrics(repo), expected_metrics(logdirs[0][1]))
+    assert _staging_left(tmp_path) == [] and _staging_left(tmp_path / 'new') == []
+
+
 # --- conversions racing ------------------------------------------------------------------------------
 
 # (writers, seconds between their starts): at once; during the launchers' start; one mid-conversion
