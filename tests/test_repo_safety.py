@@ -339,3 +339,34 @@ def test_an_unwritable_part_of_the_repo_stops_the_start_check(tmp_path, converte
                                           f'{target} is read-only']
     assert 'Traceback' not in result.stderr
     assert _snapshot(converted_repo) == before  # nothing written
+
+
+# --- SQLite props written beside another writer ------------------------------------------------------
+
+def test_props_are_written_when_another_writer_creates_the_same_experiment_first(tmp_path):
+    """Another process commits the experiment (a unique name in Aim's schema) between this writer's
+    reading the existing rows and its commit: the commit fails once, and is tried again, finding it."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from connectors.aim_sink import RunProps, index_runs
+
+    repo = str(tmp_path / 'repo')
+    early_repo.create_repo(repo)
+    database = os.path.join(repo, '.aim', 'run_metadata.sqlite')
+
+    def other_writer_commits_first(session, flush_context, instances):
+        with contextlib.closing(sqlite3.connect(database)) as other:  # as another process would
+            other.execute("INSERT INTO experiment (uuid, name, is_archived) VALUES ('other', 'shared', 0)")
+            other.commit()
+
+    event.listen(Session, 'before_flush', other_writer_commits_first, once=True)
+    try:
+        index_runs(repo, [], [RunProps('a' * 24, 'run-a', 'shared', tags=('t',), created_at=1.7e9)])
+    finally:
+        if event.contains(Session, 'before_flush', other_writer_commits_first):
+            event.remove(Session, 'before_flush', other_writer_commits_first)
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert db.execute('SELECT run.name, experiment.uuid FROM run JOIN experiment '
+                          'ON run.experiment_id = experiment.id').fetchall() == [('run-a', 'other')]
+        assert db.execute('SELECT count(*) FROM experiment').fetchone() == (1,)
