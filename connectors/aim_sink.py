@@ -27,6 +27,7 @@ import os
 import pickle
 import shutil
 import threading
+import time
 import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -46,7 +47,7 @@ from connectors.aim_sequences import RunSequences
 from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'WrittenRun', 'RunProps', 'index_runs',
-           'materialize', 'OBJECT_CONVERTERS']
+           'materialize', 'IndexBusy', 'OBJECT_CONVERTERS']
 
 logger = logging.getLogger(__name__)
 
@@ -399,19 +400,25 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     the server (``aim server`` keeps no index manager, so remote runs would stay unlisted).
 
     A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in write
-    batches of ``_INDEX_BATCH_RUNS`` runs; any other run's meta container is opened and read, as Aim does."""
+    batches of ``_INDEX_BATCH_RUNS`` runs; any other run's meta container is opened and read, as Aim does.
+
+    The index is one RocksDB database with one writer at a time: another conversion's index step, or
+    the index manager of an ``aim up`` serving the repo, may hold it. It is waited for (``_open_index``);
+    if it stays held, ``IndexBusy`` is raised after the props are written: the runs are complete, and
+    ``aim up``'s index manager indexes them itself (as it does runs written by Aim's own ``Run``, which
+    never writes the index): every few seconds it indexes each run directory newer than its index."""
     hashes = sorted(set(run_hashes))
     repo = open_repo(repo_uri, create=False)
     props = sorted(props, key=lambda p: p.hash)
     if props:
-        _write_props(repo, props)
+        _write_props_retrying(repo, props)
     if not hashes:
         return 0
     meta_records = meta_records or {}
     # What aim.sdk.index_manager.RepoIndexManager.index does, without its file watchers (their threads
     # keep Aim's at-exit cleanup waiting): per run, ``finalize`` of its meta subtree into the index,
     # which clears the run's prefix in the index and copies every record of the run's meta container.
-    index = repo._get_index_tree('meta', 0).view(())
+    index = _open_index(repo, len(hashes))
     for run_hash in hashes:
         if run_hash not in meta_records:
             _index_from_container(repo, index.container, run_hash)
@@ -454,6 +461,64 @@ def _index_from_container(repo: Repo, index_container, run_hash: str) -> None:
         index_container.commit(batch)
     finally:
         container.close()
+
+
+class IndexBusy(Exception):
+    """The repo's index stayed locked by another process for the whole wait."""
+
+    def __init__(self, path: str, waited: float, runs: int):
+        super().__init__(f'{path} stayed locked by another process for {waited:.0f} s; {runs} run(s) not indexed')
+        self.runs = runs  # written, props too: aim up's index manager, or ``aim storage reindex``, indexes them
+
+
+def index_wait_seconds() -> float:
+    """How long ``index_runs`` waits for the index lock: ``RUNFERRY_INDEX_WAIT_SECONDS`` (default 60)."""
+    return float(os.environ.get('RUNFERRY_INDEX_WAIT_SECONDS', '60'))
+
+
+def _is_lock_busy(error: Exception) -> bool:
+    """RocksDB's answer when another process holds a database's LOCK file (fcntl)."""
+    text = str(error)
+    return 'LOCK' in text and ('Resource temporarily unavailable' in text or 'lock hold' in text)
+
+
+def _open_index(repo: Repo, runs: int = 0):
+    """The repo's index tree, open for writing; while another process holds its lock, retried (every
+    0.05 s, backing off to 1 s) for ``index_wait_seconds``, then ``IndexBusy``."""
+    wait = index_wait_seconds()
+    started = time.monotonic()
+    delay = 0.05
+    while True:
+        try:
+            return repo._get_index_tree('meta', 0).view(())
+        except aimrocks.errors.RocksIOError as error:
+            if not _is_lock_busy(error):
+                raise
+            waited = time.monotonic() - started
+            if waited >= wait:
+                raise IndexBusy(os.path.join(repo.path, 'meta', 'index'), waited, runs) from None
+            time.sleep(min(delay, max(wait - waited, 0.0)))
+            delay = min(delay * 2, 1.0)
+
+
+_PROPS_ATTEMPTS = 5
+
+
+def _write_props_retrying(repo: Repo, props: List[RunProps]) -> None:
+    """``_write_props``, tried again when a concurrent writer committed first: an experiment or tag it
+    created is then found as an existing row (names are unique in Aim's schema), and SQLite's own
+    lock (busy for longer than its 5 s timeout) is waited for again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(1, _PROPS_ATTEMPTS + 1):
+        try:
+            _write_props(repo, props)
+            return
+        except (IntegrityError, OperationalError) as error:
+            transient = isinstance(error, IntegrityError) or 'database is locked' in str(error)
+            if not transient or attempt == _PROPS_ATTEMPTS:
+                raise
+            time.sleep(0.1 * attempt)
 
 
 def _write_props(repo: Repo, props: List[RunProps]) -> None:

@@ -98,17 +98,38 @@ def default_skipped_path(repo: str) -> str:
     return os.path.abspath(repo.rstrip('/')) + '.skipped.jsonl'
 
 
+# What a conversion writes in a local repo's .aim: run data, run locks, the index, the SQLite props
+# (SQLite also needs its directory, for its journal). Each must be writable, or creatable in its parent.
+_REPO_WRITES = ('.', 'run_metadata.sqlite', 'locks', 'meta', 'meta/chunks', 'meta/index', 'seqs', 'seqs/chunks')
+
+
 def check_repo_writable(repo: str, early=None) -> None:
     """A local repo must be creatable/writable; a remote one must answer (checked by the sink module).
     ``early`` (a ``pipelines.early_repo.EarlyRepo``) is a repo already being created for this command:
-    if it is this one and it was created, it is taken as is."""
-    if early is not None and early.claim(repo):
-        return
+    if it is this one and it was created, it is taken as is.
+
+    A new local repo is created atomically (``pipelines.early_repo.create_repo``), so conversions
+    racing to create it share one repo. An existing one is opened without taking any lock (not the
+    index's: another conversion, or ``aim up``, may hold it), and every part a conversion writes is
+    checked writable here, before any work (``_unwritable_part``)."""
     if repo.startswith('aim://'):
         from connectors.aim_remote import check_server
         check_server(repo)
         return
     path = os.path.abspath(repo)
+    try:
+        built_early = early is not None and early.claim(repo)
+    except OSError as error:
+        raise UsageError(f'--repo {repo} cannot be created: {error}') from None
+    if not built_early:
+        _check_creatable(repo, path)
+        _create_or_open(repo, path)
+    unwritable = _unwritable_part(os.path.join(path, '.aim'))
+    if unwritable:
+        raise UsageError(f'--repo {repo} is not writable: {unwritable} is read-only')
+
+
+def _check_creatable(repo: str, path: str) -> None:
     probe = path
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)
@@ -117,9 +138,20 @@ def check_repo_writable(repo: str, early=None) -> None:
         probe = parent
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
         raise UsageError(f'--repo {repo} is not writable ({probe} is not a writable directory)')
+
+
+def _create_or_open(repo: str, path: str) -> None:
+    """Create the repo (atomically) if it has no ``.aim`` yet; then open it as Aim does, with no lock."""
     from connectors.aim_sink import open_repo
+    from pipelines.early_repo import create_repo
+
+    if not os.path.lexists(os.path.join(path, '.aim')):
+        try:
+            create_repo(path)  # created here, once, so that workers never race to initialize it
+        except Exception as error:
+            raise UsageError(f'--repo {repo} cannot be created as an Aim repo: {error}') from None
     try:
-        open_repo(repo, create=True)  # created here, once, so that workers never race to initialize it
+        open_repo(repo, create=False)
     except Exception as error:
         raise UsageError(f'--repo {repo} cannot be opened as an Aim repo: {error}') from None
 
@@ -129,6 +161,20 @@ def masked_letter(skip: Skip, secrets: Iterable[str] = ()) -> str:
     letter = {key: mask_text(value, secrets) if isinstance(value, str) else value
               for key, value in dataclasses.asdict(skip).items() if value is not None}
     return json.dumps(letter, sort_keys=True)
+
+
+def _unwritable_part(aim_dir: str) -> Optional[str]:
+    """The first part of the repo a conversion writes that it could not write, or None. ``os.access``
+    tells, even for root: a read-only mount (EROFS) and an immutable file (``chattr +i``, EPERM) are
+    refused to root as to anyone; for others, permission bits too."""
+    for part in _REPO_WRITES:
+        target = os.path.normpath(os.path.join(aim_dir, part))
+        while not os.path.lexists(target):
+            target = os.path.dirname(target)  # created when first written: its directory must be writable
+        mode = os.W_OK | (os.X_OK if os.path.isdir(target) else 0)
+        if not os.access(target, mode):
+            return target
+    return None
 
 
 class WriteSkipped(beam.DoFn):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import sys
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -263,6 +264,10 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:
         say('  nothing was skipped')
+    if counters.get('runs_index_deferred'):
+        index = os.path.join(os.path.abspath(repo), '.aim', 'meta', 'index')
+        say(f'  {counters["runs_index_deferred"]:,} run(s) written but not yet indexed: {index} stayed locked by another '
+            f'process (an `aim up` on the repo indexes them itself; else run `aim storage reindex`)')
     if not repo.startswith('aim://') and counters.get('runs_written'):  # an empty repo is nothing to view
         say(f'View the result: aim up --repo {repo}')
 

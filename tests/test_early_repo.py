@@ -40,9 +40,11 @@ def test_nothing_starts_for_an_existing_path_or_a_remote_repo(tmp_path):
 def test_a_claimed_repo_is_aims_and_stays(tmp_path):
     path = tmp_path / 'a' / 'b' / 'repo'
     early = early_repo.start(['--logdir', 'l', '--repo', str(path)])
-    assert early is not None and early.created_root == str(tmp_path / 'a')
+    assert early is not None and os.path.dirname(early.staging) == str(tmp_path)  # beside, until claimed
+    assert not (tmp_path / 'a').exists()
     assert early.claim(str(path)) is True
     early.discard()  # what runs at exit: a claimed repo is kept
+    assert sorted(os.listdir(tmp_path)) == ['a']  # installed; the staging directory is gone
     repo = Repo.from_path(str(path))  # Aim opens it as an up-to-date repo (no migration needed)
     assert list(repo.list_all_runs()) == []
     assert Repo.check_repo_status(str(path)).name == 'UPDATED'
@@ -65,11 +67,11 @@ def test_the_early_repo_has_the_schema_aims_own_creation_gives(tmp_path):
     assert sorted(os.listdir(tmp_path / 'early' / '.aim')) == sorted(os.listdir(tmp_path / 'aims' / '.aim'))
 
 
-def test_an_unclaimed_repo_is_removed_with_the_directories_it_made(tmp_path):
+def test_an_unclaimed_repo_is_removed_with_its_staging_directory(tmp_path):
     path = tmp_path / 'a' / 'b' / 'repo'
     early = early_repo.start(['--repo', str(path)])
     assert early.claim(str(tmp_path / 'other')) is False  # the command's repo turned out to be another
-    assert not (tmp_path / 'a').exists() and tmp_path.exists()
+    assert os.listdir(tmp_path) == []  # no repo, no directory of its path, no staging directory
     early.discard()  # again, at exit: nothing more to do
 
 

@@ -154,19 +154,26 @@ def in_direct_runner_worker_process() -> bool:
 class IndexRunsFn(beam.DoFn):
     """All run results (one list) → their SQLite props written and the repo index updated, once, from
     one worker. On a full disk the runs stay unindexed (invisible to Aim until a re-run indexes them):
-    each is a dead letter, counted as ``runs_unindexed``; the pipeline goes on to write the report."""
+    each is a dead letter, counted as ``runs_unindexed``; the pipeline goes on to write the report. When
+    another process (an ``aim up``) holds the index past the wait, the runs are written and that process
+    lists them: counted as ``runs_index_deferred``, one report line, not a failure."""
 
     def __init__(self, repo: str):
         self.repo = repo
         self.runs_unindexed = Metrics.counter(NAMESPACE, 'runs_unindexed')
+        self.runs_index_deferred = Metrics.counter(NAMESPACE, 'runs_index_deferred')
 
     def process(self, results: List[Dict[str, Any]]):
-        from connectors.aim_sink import index_runs
+        from connectors.aim_sink import IndexBusy, index_runs
 
         try:
             indexed = index_runs(self.repo, [r['hash'] for r in results],
                                  [r['props'] for r in results if r['props'] is not None],
                                  {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+        except IndexBusy as busy:  # the runs are written and listed by who holds the index: one report line
+            self.runs_index_deferred.inc(busy.runs)
+            yield 0
+            return
         except Exception as error:
             if not is_no_space(error):
                 raise
