@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from connectors.retry import call_with_retry
 
-__all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'normalize_tracking_uri', 'select_experiments',
+__all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'normalize_tracking_uri', 'store_location_problem',
+           'select_experiments',
            'artifact_kind', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS', 'PAGE_SIZE']
 
 PAGE_SIZE = 1000  # MLflow's own default and maximum-friendly page for search_runs/search_experiments
@@ -64,6 +65,61 @@ def normalize_tracking_uri(uri: str) -> str:
         if path and path != ':memory:':
             return 'sqlite:///' + os.path.abspath(path)
     return uri
+
+
+SQLITE_PREFIX = 'sqlite:///'
+DATABASE_SUFFIXES = ('.db', '.sqlite', '.sqlite3')
+
+
+def _sqlite_path(uri: str) -> Optional[str]:
+    """The database file a ``sqlite:///`` URI names (its query string left out), None for other URIs and
+    for an in-memory database."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    path = uri[len(SQLITE_PREFIX):].split('?', 1)[0]
+    return path if path and path != ':memory:' else None
+
+
+def _looks_like_database(path: str) -> bool:
+    """A SQLite file by its suffix or, when it exists, by its header (any file is one MLflow could open)."""
+    if path.lower().endswith(DATABASE_SUFFIXES):
+        return True
+    try:
+        with open(path, 'rb') as stream:
+            return stream.read(16) == b'SQLite format 3\x00'
+    except OSError:
+        return False
+
+
+def store_location_problem(uri: str) -> Optional[str]:
+    """Why a local store at ``uri`` cannot be what the user meant, or None. MLflow creates what it does not
+    find: a SQLite URI with a typo in its path becomes a new, empty database, and a file-store path a new,
+    empty ``mlruns`` directory, so a typo would convert nothing and succeed. A path to a database file
+    given without a scheme would be opened as a file store ("Not a directory: …/.trash"). Checked before
+    MLflow is asked anything; other URIs (servers, other databases) are left to MLflow."""
+    given = uri.strip()
+    normalized = normalize_tracking_uri(given)
+    database = _sqlite_path(normalized)
+    if database is not None:
+        if os.path.isdir(database):
+            return f'{given} names a directory, not a SQLite database file ({database})'
+        if not os.path.isfile(database):
+            return f'no SQLite database at {database} (from {given}); MLflow would create an empty one'
+        return None
+    if not _is_file_store(normalized):
+        return None
+    path = normalized[len('file://'):] if normalized.startswith('file://') else normalized[len('file:'):]
+    if os.path.isfile(path):
+        if _looks_like_database(path):
+            return (f'{given} is a database file, not an MLflow file store: '
+                    f'use --tracking-uri {SQLITE_PREFIX}{os.path.abspath(path)}')
+        return f'{given} is a file, not an MLflow file store (a directory such as ./mlruns)'
+    if not os.path.exists(path):
+        if path.lower().endswith(DATABASE_SUFFIXES):
+            return (f'no SQLite database at {os.path.abspath(path)}; a database is given as '
+                    f'--tracking-uri {SQLITE_PREFIX}{os.path.abspath(path)}')
+        return f'no MLflow file store at {path} (from {given}); MLflow would create an empty one'
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 
-from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
+from connectors.mlflow_source import (ExperimentRef, MlflowSource, artifact_kind, select_experiments,
+                                      store_location_problem)
 from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
                               finish, finish_outputs, pipeline_options, read_counters)
 from pipelines.report import print_tree
@@ -66,6 +67,9 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
         known.tracking_uri = os.environ.get('MLFLOW_TRACKING_URI')
     if not (known.tracking_uri or '').strip():
         raise UsageError('no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI')
+    problem = store_location_problem(known.tracking_uri)
+    if problem:
+        raise UsageError(f'--tracking-uri: {problem}')
     if not known.repo.strip():
         raise UsageError('--repo is empty')
     if any(not e.strip() for e in known.experiment):
