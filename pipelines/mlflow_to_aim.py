@@ -35,7 +35,7 @@ from pipelines.common import (UsageError, check_repo_writable, default_skipped_p
 from pipelines.report import print_tree
 from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
-__all__ = ['make_parser', 'parse', 'plan_source', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
+__all__ = ['make_parser', 'parse', 'plan_source', 'experiment_order', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
 
 PROG = 'mlflow_to_aim'
 log = logging.getLogger(PROG)
@@ -89,6 +89,7 @@ def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
     chosen, unknown = select_experiments(experiments, args.experiment)
     if unknown:
         raise UsageError(f'--experiment {unknown[0]!r} matches no experiment id or name at {source.tracking_uri}')
+    chosen = sorted(chosen, key=experiment_order)
     runs: Dict[str, List[str]] = {e.experiment_id: [] for e in chosen}
     try:
         for experiment_id, run_id in source.run_ids([e.experiment_id for e in chosen]):
@@ -96,6 +97,13 @@ def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
     except Exception as error:
         raise UsageError(f'cannot list runs at {source.tracking_uri}: {_first_line(error)}') from None
     return source, [(e, runs[e.experiment_id]) for e in chosen]
+
+
+def experiment_order(experiment: ExperimentRef) -> Tuple[str, str, str]:
+    """Experiments are planned and printed by name (case-insensitively, then as written; names are
+    unique in a store). MLflow lists the newest first, and experiments created in the same millisecond
+    in an order of its own, so its order is not one to show."""
+    return experiment.name.casefold(), experiment.name, experiment.experiment_id
 
 
 def _first_line(error: Exception) -> str:
