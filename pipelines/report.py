@@ -174,15 +174,18 @@ def points_by_kind(counters: Dict[str, int]) -> List[Tuple[str, int, int, int]]:
 
 # (label, counter) rows; a section is printed when any of its counters is present
 _SECTIONS = (
-    (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped')),
+    (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped'), ('runs deleted', 'runs_deleted')),
     (('runs written', 'runs_written'), ('runs failed', 'runs_failed'), ('contexts', 'contexts_written')),
     (('files read', 'files_read'), ('files skipped', 'files_skipped'), ('files ignored', 'files_ignored')),
     (('records read', 'records_read'), ('records skipped', 'records_skipped')),
     (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
     (('artifacts read', 'artifacts_read'), ('artifacts skipped', 'artifacts_skipped')),
     (('tags read', 'tags_read'), ('tags skipped', 'tags_skipped')),
+    (('models listed', 'models_listed'), ('datasets listed', 'datasets_listed')),
     (('retries', 'retries'),),
 )
+# rows only where a pipeline counts them: contexts (tf_to_aim), deleted runs left out (mlflow_to_aim)
+_WHERE_COUNTED = {'contexts_written', 'runs_deleted'}
 _ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
 _NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends
 
@@ -205,7 +208,7 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         if not any(key in counters or key in _ALWAYS for _, key in section):
             continue
         for label, key in section:
-            if key != 'contexts_written' or key in counters:  # only where the pipeline counts contexts
+            if key not in _WHERE_COUNTED or key in counters:
                 say(_count_row(label, f'{counters.get(key, 0):,}'))
 
     kinds = points_by_kind(counters)
@@ -232,6 +235,9 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
     say()
     say(_count_row('elapsed', f'{elapsed:,.1f}') + ' s')
     say(_count_row('throughput', f'{rate:,.0f}') + ' points/s (points written / elapsed)')
+    if counters.get('runs_deleted'):
+        say(f'  {counters["runs_deleted"]:,} deleted MLflow run{"s" * (counters["runs_deleted"] != 1)} '
+            'not converted (--include-deleted converts them)')
     if reasons:
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:
