@@ -25,9 +25,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from connectors.retry import call_with_retry
 
-__all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'normalize_tracking_uri', 'store_location_problem',
-           'select_experiments',
-           'artifact_kind', 'SteppedImagePart', 'stepped_image_part', 'DatasetRecord', 'ModelRecord', 'run_datasets', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS', 'PAGE_SIZE']
+__all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'DatasetRecord', 'ModelRecord', 'SteppedImagePart',
+           'normalize_tracking_uri', 'store_location_problem', 'select_experiments', 'artifact_kind',
+           'stepped_image_part', 'run_datasets', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS',
+           'PAGE_SIZE']
 
 PAGE_SIZE = 1000  # MLflow's own default and maximum-friendly page for search_runs/search_experiments
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024  # bigger files (model weights...) are listed as skipped, not downloaded
@@ -314,8 +315,8 @@ class MlflowSource:
         artifacts, skipped, companions = self._read_artifacts(run_id)
         return MlflowRunRecord(
             run_id=info.run_id, experiment_id=str(info.experiment_id), run_name=info.run_name or info.run_id,
-            status=info.status, lifecycle_stage=info.lifecycle_stage, start_time=info.start_time, end_time=info.end_time,
-            params=dict(data.params), tags=dict(data.tags), metrics=metrics,
+            status=info.status, start_time=info.start_time, end_time=info.end_time,
+            params=dict(data.params), tags=dict(data.tags), metrics=metrics, lifecycle_stage=info.lifecycle_stage,
             artifacts=artifacts, skipped_artifacts=skipped, image_companions=companions,
             datasets=run_datasets(run), models=self._models(run))
 

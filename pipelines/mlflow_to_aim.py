@@ -31,11 +31,13 @@ import apache_beam as beam
 from connectors.mlflow_source import (ExperimentRef, MlflowSource, artifact_kind, run_datasets, select_experiments,
                                       stepped_image_part, store_location_problem)
 from pipelines.common import (UsageError, check_repo_writable, default_skipped_path, exit_program, fail_usage,
-                              finish, finish_outputs, pipeline_options, read_counters)
+                              finish, finish_outputs, pipeline_options, read_counters, watch_progress)
+from pipelines.progress import ProgressRecorder
 from pipelines.report import print_tree
 from transforms.mlflow import PARENT_TAG, SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
-__all__ = ['make_parser', 'parse', 'plan_source', 'experiment_order', 'deleted_runs', 'DELETED_COUNTER', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
+__all__ = ['make_parser', 'parse', 'plan_source', 'experiment_order', 'deleted_runs', 'DELETED_COUNTER', 'build',
+           'run', 'describe_runs', 'print_plan', 'RunSummary']
 
 PROG = 'mlflow_to_aim'
 log = logging.getLogger(PROG)
@@ -129,12 +131,13 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan: Plan) -> None:
+def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan: Plan,
+          progress: Optional[ProgressRecorder] = None) -> None:
     run_ids = [run_id for _, ids in plan for run_id in ids]
     names = {experiment.experiment_id: experiment.name for experiment, _ in plan}
     converted = (p
                  | 'ListRuns' >> beam.Create(run_ids, reshuffle=False)
-                 | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names))
+                 | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names, progress))
     finish_outputs(converted, args.repo, args.skipped)
 
 
@@ -348,11 +351,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:
         print_plan(source, plan, args.repo, describe_runs(source, plan, args.include_deleted), deleted=deleted)
         return 0
-    started = time.time()
-    p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=sum(len(ids) for _, ids in plan)))
-    build(p, args, source, plan)
-    result = p.run()
-    result.wait_until_finish()
+    runs_total = sum(len(ids) for _, ids in plan)
+    with watch_progress(pipeline_args, files_total=0, runs_total=runs_total) as progress:
+        started = time.time()
+        p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=runs_total))
+        build(p, args, source, plan, progress)
+        result = p.run()
+        result.wait_until_finish()
     counters = read_counters(result)
     if sum(deleted.values()):
         counters[DELETED_COUNTER] = sum(deleted.values())

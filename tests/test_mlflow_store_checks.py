@@ -4,6 +4,7 @@ would "succeed" with 0 runs. A database file given without ``sqlite:///`` is nam
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -75,3 +76,24 @@ def test_the_command_exits_2_and_mlflow_creates_nothing(tmp_path, spelling):
 def test_parse_names_the_flag(tmp_path):
     with pytest.raises(mlflow_to_aim.UsageError, match=r'^--tracking-uri: no SQLite database at '):
         mlflow_to_aim.parse(['--tracking-uri', f'sqlite:///{tmp_path}/none.db', '--repo', str(tmp_path / 'a')])
+
+
+@pytest.mark.slow
+def test_the_command_shows_progress_across_worker_processes(tmp_path):
+    """Like tf_to_aim, a progress line (runs of total, points, rate) while the workers write; away from a
+    terminal it is a plain 'progress:' line, and always one at the end with the totals."""
+    from mlflow import MlflowClient
+
+    from samples.mlflow_store import log_many_runs, scratch_dir
+
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        log_many_runs(client, client.create_experiment('few', artifact_location=f'file://{root}/a'), 3, steps=4)
+        done = subprocess.run([sys.executable, '-m', 'pipelines.mlflow_to_aim', '--tracking-uri', uri, '--repo',
+                               str(tmp_path / 'aim'), '--direct_running_mode', 'multi_processing',
+                               '--direct_num_workers', '2'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith('progress: ')]
+    assert lines, done.stderr[-3000:]
+    assert re.fullmatch(r'progress: runs 3/3  12 points  [\d,]+ points/s  \d+s', lines[-1]), lines[-1]

@@ -24,8 +24,9 @@ from transforms.runs import NAMESPACE, WriteRunsFn
 from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
-           'stepped_image_series', 'image_points', 'run_inputs_and_models',
-           'run_identity', 'aim_tags', 'user_tags', 'parent_tag', 'PARENT_TAG', 'PARENT_AIM_TAG', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED', 'NOTE_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
+           'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links', 'run_identity',
+           'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED',
+           'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
@@ -377,18 +378,20 @@ class FetchMlflowRunFn(beam.DoFn):
 class ConvertMlflow(beam.PTransform):
     """Run ids → runs written to Aim. Outputs ``written`` (one result per run) and ``skipped``."""
 
-    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str]):
+    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str], progress=None):
         super().__init__()
         self.source = source
         self.repo = repo
         self.experiment_names = experiment_names
+        self.progress = progress  # a pipelines.progress.ProgressRecorder: runs and points as they are written
 
     def expand(self, run_ids: beam.PCollection) -> Dict[str, beam.PCollection]:
         fetched = (run_ids
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
                    .with_outputs(SKIPPED, main='runs'))
-        written = fetched.runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo)).with_outputs(SKIPPED,
-                                                                                               main='written')
+        written = (fetched.runs
+                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED,
+                                                                                                main='written'))
         skipped = (fetched[SKIPPED], written[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
         return {'written': written.written, 'skipped': skipped}
