@@ -46,12 +46,13 @@ def aim_runs(repo):
     return {run.get('mlflow_run_id'): run for run in Repo.from_path(repo).iter_runs()}
 
 
-def convert(uri, repo, *flags):
-    """The real command in a process of its own; (exit status, stdout)."""
-    done = subprocess.run([sys.executable, '-m', 'pipelines.mlflow_to_aim', '--tracking-uri', uri, '--repo', repo,
-                           *flags], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+def convert(capsys, uri, repo, *flags):
+    """The command's ``run`` (exit status 0 expected); what it printed."""
+    from pipelines import mlflow_to_aim
+
+    capsys.readouterr()
+    assert mlflow_to_aim.run(['--tracking-uri', uri, '--repo', repo, *flags]) == 0
+    return capsys.readouterr().out
 
 
 def report_count(report, label):
@@ -60,14 +61,14 @@ def report_count(report, label):
     return int(match.group(1).replace(',', ''))
 
 
-def test_filled_store_read_back_against_mlflow(filled_store, tmp_path):
+def test_filled_store_read_back_against_mlflow(filled_store, tmp_path, capsys):
     from aim.sdk.types import QueryReportMode
     from mlflow.entities import ViewType
     from PIL import Image
 
     uri, client, logged = filled_store
     repo = str(tmp_path / 'aim')
-    report = convert(uri, repo, '--skipped', str(tmp_path / 'skipped.jsonl'))
+    report = convert(capsys, uri, repo, '--skipped', str(tmp_path / 'skipped.jsonl'))
     experiments = list(logged['experiments'].values())
     active = {r.info.run_id: r for r in client.search_runs(experiments, run_view_type=ViewType.ACTIVE_ONLY)}
     deleted = [r.info.run_id for r in client.search_runs(experiments, run_view_type=ViewType.DELETED_ONLY)]
@@ -130,7 +131,7 @@ def test_filled_store_read_back_against_mlflow(filled_store, tmp_path):
     assert report_count(report, 'datasets listed') == sum(len(r.get('mlflow_datasets') or []) for r in runs.values())
 
     # --include-deleted adds the deleted run, marked as such; the others are not doubled
-    report = convert(uri, repo, '--skipped', str(tmp_path / 'skipped.jsonl'), '--include-deleted')
+    report = convert(capsys, uri, repo, '--skipped', str(tmp_path / 'skipped.jsonl'), '--include-deleted')
     assert 'runs deleted' not in report and 'deleted MLflow run' not in report
     script = ('import json, sys\nfrom aim import Repo\nprint(json.dumps({r.get("mlflow_run_id"): '
               'r.get("mlflow_lifecycle_stage") for r in Repo.from_path(sys.argv[1]).iter_runs()}))')
@@ -150,9 +151,9 @@ def _tree(text):
     return rows
 
 
-def test_dry_run_nests_children_under_their_parent_and_counts_deleted_runs(filled_store, tmp_path):
+def test_dry_run_nests_children_under_their_parent_and_counts_deleted_runs(filled_store, tmp_path, capsys):
     uri, client, logged = filled_store
-    out = convert(uri, str(tmp_path / 'aim'), '--dry-run')
+    out = convert(capsys, uri, str(tmp_path / 'aim'), '--dry-run')
     assert os.listdir(tmp_path) == []
     assert out.splitlines()[1].endswith('; 1 deleted run not converted (--include-deleted converts them)')
     rows = _tree(out)
@@ -176,5 +177,5 @@ def test_dry_run_nests_children_under_their_parent_and_counts_deleted_runs(fille
     images_line = next(line for _, line in rows if f"id {logged['images']}]" in line)
     assert images_line.endswith(': 1 metric, 0 params, 0 tags, 4 artifacts (4 images)')
 
-    included = _tree(convert(uri, str(tmp_path / 'aim'), '--dry-run', '--include-deleted'))
+    included = _tree(convert(capsys, uri, str(tmp_path / 'aim'), '--dry-run', '--include-deleted'))
     assert any(line.startswith(f"run 'gone' [FINISHED, deleted, id {logged['deleted']}]") for _, line in included)
