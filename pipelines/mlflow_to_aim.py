@@ -73,9 +73,6 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
         known.tracking_uri = os.environ.get('MLFLOW_TRACKING_URI')
     if not (known.tracking_uri or '').strip():
         raise UsageError('no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI')
-    problem = store_location_problem(known.tracking_uri)
-    if problem:
-        raise UsageError(f'--tracking-uri: {problem}')
     if not known.repo.strip():
         raise UsageError('--repo is empty')
     if any(not e.strip() for e in known.experiment):
@@ -86,7 +83,11 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
 
 
 def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
-    """List experiments and their runs once (every page); an unknown ``--experiment`` is a usage error."""
+    """List experiments and their runs once (every page); an unknown ``--experiment`` or a local store
+    that is not there (checked before MLflow is asked anything) is a usage error."""
+    problem = store_location_problem(args.tracking_uri)
+    if problem:
+        raise UsageError(f'--tracking-uri: {problem}')
     source = MlflowSource(args.tracking_uri, page_size=args.page_size)
     try:
         experiments = source.experiments()

@@ -73,9 +73,11 @@ def test_the_command_exits_2_and_mlflow_creates_nothing(tmp_path, spelling):
     assert sorted(os.listdir(tmp_path)) == ['mlflow.db']  # no mlfow.db, no .trash, no Aim repo
 
 
-def test_parse_names_the_flag(tmp_path):
+def test_planning_names_the_flag_and_creates_nothing(tmp_path):
+    args, _ = mlflow_to_aim.parse(['--tracking-uri', f'sqlite:///{tmp_path}/none.db', '--repo', str(tmp_path / 'a')])
     with pytest.raises(mlflow_to_aim.UsageError, match=r'^--tracking-uri: no SQLite database at '):
-        mlflow_to_aim.parse(['--tracking-uri', f'sqlite:///{tmp_path}/none.db', '--repo', str(tmp_path / 'a')])
+        mlflow_to_aim.plan_source(args)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.slow

@@ -21,10 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ------------------------------------------------------------------------------------------------- flags
 
-def test_parse_flags_and_beam_passthrough(monkeypatch, tmp_path):
+def test_parse_flags_and_beam_passthrough(monkeypatch):
     monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / 'x.db').touch()  # a SQLite path must name an existing database (test_mlflow_store_checks)
     args, beam_args = mlflow_to_aim.parse(['--tracking_uri', 'sqlite:///x.db', '--experiment', 'a', '--experiment',
                                            '3', '--repo', 'out', '--dry-run', '--strict', '--runner', 'DirectRunner'])
     assert (args.tracking_uri, args.experiment, args.repo, args.dry_run, args.strict) == \
