@@ -312,7 +312,7 @@ class MlflowSource:
                          for m in self._call(f'get_metric_history {run_id} {key}', client.get_metric_history,
                                              run_id, key)]
                    for key in sorted(data.metrics)}
-        artifacts, skipped, companions = self._read_artifacts(run_id)
+        artifacts, skipped, companions = self._read_artifacts(run_id, info.artifact_uri)
         return MlflowRunRecord(
             run_id=info.run_id, experiment_id=str(info.experiment_id), run_name=info.run_name or info.run_id,
             status=info.status, start_time=info.start_time, end_time=info.end_time,
@@ -320,13 +320,29 @@ class MlflowSource:
             artifacts=artifacts, skipped_artifacts=skipped, image_companions=companions,
             datasets=run_datasets(run), models=self._models(run))
 
-    def list_artifacts(self, run_id: str) -> List[Tuple[str, Optional[int]]]:
-        """(path, size) of every artifact file of a run, walking directories recursively."""
+    def artifact_repository(self, artifact_uri: str):
+        """MLflow's artifact repository for a run's ``artifact_uri`` (local, S3, GCS, a server's proxy),
+        made as ``MlflowClient`` makes it. Asking it directly spares the ``get_run`` that the client's
+        ``list_artifacts`` makes on every call (one per directory) to learn the URI the caller has."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+        uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, self.tracking_uri)
+        return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
+
+    def list_artifacts(self, run_id: str, artifact_uri: Optional[str] = None) -> List[Tuple[str, Optional[int]]]:
+        """(path, size) of every artifact file of a run, walking directories recursively; through the
+        run's artifact repository when its ``artifact_uri`` is given, else through the client."""
+        repository = self.artifact_repository(artifact_uri) if artifact_uri else None
         files, pending = [], [None]
         while pending:
             directory = pending.pop()
-            listing = self._call(f'list_artifacts {run_id}/{directory or ""}', self.client.list_artifacts, run_id,
-                                 directory)
+            if repository is not None:
+                listing = self._call(f'list_artifacts {run_id}/{directory or ""}', repository.list_artifacts,
+                                     directory)
+            else:
+                listing = self._call(f'list_artifacts {run_id}/{directory or ""}', self.client.list_artifacts,
+                                     run_id, directory)
             for info in listing:
                 if info.is_dir:
                     pending.append(info.path)
@@ -334,15 +350,16 @@ class MlflowSource:
                     files.append((info.path, info.file_size))
         return sorted(files)
 
-    def _read_artifacts(self, run_id: str
+    def _read_artifacts(self, run_id: str, artifact_uri: str
                         ) -> Tuple[List[Tuple[str, str, bytes]], List[Tuple[str, str]], List[str]]:
         """Only convertible artifacts are downloaded, one at a time, into a temporary directory that is
         removed before returning (whatever happens). Returns (read, skipped, thumbnails and metadata of
         stepped images: not downloaded, the full image is what Aim holds)."""
         read, skipped, companions = [], [], []
-        listing = self.list_artifacts(run_id)
+        listing = self.list_artifacts(run_id, artifact_uri)
         if not listing:
             return read, skipped, companions
+        repository = self.artifact_repository(artifact_uri)
         workdir = tempfile.mkdtemp(prefix='runferry-mlflow-')
         try:
             for path, size in listing:
@@ -357,8 +374,8 @@ class MlflowSource:
                 if size is not None and size > self.max_artifact_bytes:
                     skipped.append((path, f'artifact larger than {self.max_artifact_bytes} bytes ({size})'))
                     continue
-                local = self._call(f'download_artifacts {run_id}/{path}', self.client.download_artifacts, run_id,
-                                   path, dst_path=workdir)
+                local = self._call(f'download_artifacts {run_id}/{path}', repository.download_artifacts, path,
+                                   dst_path=workdir)
                 with open(local, 'rb') as stream:
                     read.append((path, kind, stream.read()))
                 os.remove(local)

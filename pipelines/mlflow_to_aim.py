@@ -178,7 +178,7 @@ def describe_runs(source: MlflowSource, plan: Plan, include_deleted: bool = Fals
         info, data = found.info, found.data
         if info.run_id not in wanted:
             continue
-        kinds, skipped, sequences = _artifact_outcomes(source, info.run_id, svg)
+        kinds, skipped, sequences = _artifact_outcomes(source, info.run_id, info.artifact_uri, svg)
         summaries[info.run_id] = RunSummary(
             run_id=info.run_id, name=info.run_name or info.run_id, status=info.status,
             start_time=info.start_time, parent_id=data.tags.get(PARENT_TAG) or None,
@@ -200,7 +200,7 @@ def _model_names(source: MlflowSource, run) -> List[str]:
     return names
 
 
-def _artifact_outcomes(source: MlflowSource, run_id: str, svg: bool
+def _artifact_outcomes(source: MlflowSource, run_id: str, artifact_uri: str, svg: bool
                        ) -> Tuple[Dict[str, int], List[Tuple[str, str]], Dict[str, List[int]]]:
     """A run's artifact files as the conversion will take them: Aim kind → how many, (path, why) of
     those it will skip, and the steps of each stepped image key (its thumbnails are parts of it, not
@@ -208,7 +208,7 @@ def _artifact_outcomes(source: MlflowSource, run_id: str, svg: bool
     kinds: Dict[str, int] = {}
     skipped = []
     sequences: Dict[str, List[int]] = {}
-    for path, size in source.list_artifacts(run_id):
+    for path, size in source.list_artifacts(run_id, artifact_uri):
         stepped = stepped_image_part(path)
         if stepped is not None and stepped.part != 'image':
             continue
