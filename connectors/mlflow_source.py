@@ -381,7 +381,10 @@ class MlflowSource:
                 os.remove(local)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return read, skipped, companions
+        orphans = _orphan_image_parts(companions, [path for path, _ in listing])
+        skipped += [(path, 'thumbnail or metadata of a stepped image whose full image is not in the run')
+                    for path in orphans]
+        return read, skipped, [path for path in companions if path not in orphans]
 
     def _models(self, run) -> List[ModelRecord]:
         """The models a run logged (its ``outputs``, MLflow 3): one ``get_logged_model`` and one MLmodel
@@ -422,6 +425,17 @@ class MlflowSource:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return sorted(name for name in flavors if name != 'python_function') or sorted(flavors)
+
+
+def _orphan_image_parts(companions: List[str], paths: List[str]) -> List[str]:
+    """The thumbnails and metadata files among ``companions`` whose full image is not among ``paths``."""
+    images = set()
+    for path in paths:
+        part = stepped_image_part(path)
+        if part is not None and part.part == 'image':
+            images.add((part.key, part.image_id))
+    return [path for path in companions
+            if (stepped_image_part(path).key, stepped_image_part(path).image_id) not in images]
 
 
 def run_datasets(run) -> List[DatasetRecord]:

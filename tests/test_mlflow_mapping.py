@@ -131,3 +131,33 @@ def test_dry_run_tree_nests_by_parent_in_an_order_without_ties():
         "        ├── run 'a'",  # c1: same start as c2, first by name
         "        └── run 'c2'",
         "            └── run 'g'"]
+
+
+@pytest.mark.slow
+def test_a_thumbnail_without_its_image_is_a_dead_letter(tmp_path):
+    """Read through a real (local) artifact store: the thumbnail beside an image is part of it and not
+    downloaded; one whose image is missing is skipped with its reason, never dropped unsaid."""
+    import os
+
+    from mlflow import MlflowClient
+
+    from samples.mlflow_store import scratch_dir
+
+    with scratch_dir() as root:
+        uri = f'sqlite:///{root}/mlflow.db'
+        client = MlflowClient(uri)
+        experiment = client.create_experiment('t', artifact_location=f'file://{root}/artifacts')
+        run_id = client.create_run(experiment).info.run_id
+        image = f'images/k+step+0+timestamp+5+{UUID}.png'
+        thumbnail = f'images/k+step+0+timestamp+5+{UUID}+compressed.webp'
+        orphan = 'images/k+step+1+timestamp+6+00000000-0000-0000-0000-000000000000+compressed.webp'
+        files = {image: _png((1, 2, 3)), thumbnail: b'webp', orphan: b'webp'}
+        for path, data in files.items():
+            local = tmp_path / os.path.basename(path)
+            local.write_bytes(data)
+            client.log_artifact(run_id, str(local), 'images')
+        record = MlflowSource(uri).fetch_run(run_id)
+    assert [path for path, _, _ in record.artifacts] == [image]
+    assert record.image_companions == [thumbnail]
+    assert record.skipped_artifacts == [(orphan, 'thumbnail or metadata of a stepped image whose full image '
+                                                 'is not in the run')]
