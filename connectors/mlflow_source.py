@@ -434,8 +434,8 @@ def _orphan_image_parts(companions: List[str], paths: List[str]) -> List[str]:
         part = stepped_image_part(path)
         if part is not None and part.part == 'image':
             images.add((part.key, part.image_id))
-    return [path for path in companions
-            if (stepped_image_part(path).key, stepped_image_part(path).image_id) not in images]
+    parts = {path: stepped_image_part(path) for path in companions}
+    return [path for path, part in parts.items() if (part.key, part.image_id) not in images]
 
 
 def run_datasets(run) -> List[DatasetRecord]:
