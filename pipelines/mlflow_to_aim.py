@@ -29,19 +29,23 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 
 from connectors import redact
-from connectors.mlflow_source import ExperimentRef, MlflowSource, artifact_kind, select_experiments
+from connectors.mlflow_source import (ExperimentRef, MlflowSource, artifact_kind, run_datasets, select_experiments,
+                                      stepped_image_part, store_location_problem)
 from pipelines.cli import add_shared_flags, new_parser, parse_command, start
 from pipelines.common import (UsageError, check_repo_writable, exit_program, fail_usage, finish, finish_outputs,
-                              pipeline_options, read_counters, run_to_end)
+                              pipeline_options, read_counters, run_to_end, watch_progress)
+from pipelines.progress import ProgressRecorder
 from pipelines.report import print_tree
-from transforms.mlflow import SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
+from transforms.mlflow import PARENT_TAG, SVG_EXTRA, ConvertMlflow, aim_tags, svg_supported, user_tags
 
-__all__ = ['make_parser', 'parse', 'plan_source', 'build', 'run', 'describe_runs', 'print_plan', 'RunSummary']
+__all__ = ['make_parser', 'parse', 'plan_source', 'experiment_order', 'deleted_runs', 'DELETED_COUNTER', 'build',
+           'run', 'describe_runs', 'print_plan', 'RunSummary']
 
 PROG = 'mlflow_to_aim'
 log = logging.getLogger(PROG)
 
 Plan = List[Tuple[ExperimentRef, List[str]]]  # each chosen experiment and its run ids
+DELETED_COUNTER = 'runs_deleted'  # deleted runs left out of the conversion (the report's 'runs deleted')
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,6 +55,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help='MLflow tracking URI (default: $MLFLOW_TRACKING_URI)')
     parser.add_argument('--experiment', action='append', default=[],
                         help='an experiment id or name to convert (repeatable; default: all experiments)')
+    parser.add_argument('--include-deleted', '--include_deleted', dest='include_deleted', action='store_true',
+                        help="also convert runs deleted in MLflow but not yet removed by 'mlflow gc' "
+                             "(default: they are counted, not converted)")
     parser.add_argument('--page-size', '--page_size', dest='page_size', type=int, default=1000,
                         help=argparse.SUPPRESS)
     add_shared_flags(parser, dry_run_help='print the experiments and runs that would be converted, as a tree; '
@@ -71,7 +78,11 @@ def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[st
 
 
 def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
-    """List experiments and their runs once (every page); an unknown ``--experiment`` is a usage error."""
+    """List experiments and their runs once (every page); an unknown ``--experiment`` or a local store
+    that is not there (checked before MLflow is asked anything) is a usage error."""
+    problem = store_location_problem(args.tracking_uri)
+    if problem:
+        raise UsageError(f'--tracking-uri: {problem}')
     source = MlflowSource(args.tracking_uri, page_size=args.page_size)
     try:
         experiments = source.experiments()
@@ -80,13 +91,34 @@ def plan_source(args: argparse.Namespace) -> Tuple[MlflowSource, Plan]:
     chosen, unknown = select_experiments(experiments, args.experiment)
     if unknown:
         raise UsageError(f'--experiment {unknown[0]!r} matches no experiment id or name at {source.tracking_uri}')
+    chosen = sorted(chosen, key=experiment_order)
     runs: Dict[str, List[str]] = {e.experiment_id: [] for e in chosen}
     try:
-        for experiment_id, run_id in source.run_ids([e.experiment_id for e in chosen]):
+        for experiment_id, run_id in source.run_ids([e.experiment_id for e in chosen],
+                                                    include_deleted=args.include_deleted):
             runs[experiment_id].append(run_id)
     except Exception as error:
         raise UsageError(f'cannot list runs at {source.tracking_uri}: {_first_line(error)}') from None
     return source, [(e, runs[e.experiment_id]) for e in chosen]
+
+
+def deleted_runs(source: MlflowSource, plan: Plan) -> Dict[str, int]:
+    """Experiment id → how many of its runs are deleted (and so not converted without
+    ``--include-deleted``): one listing of deleted runs per experiment."""
+    counts = {experiment.experiment_id: 0 for experiment, _ in plan}
+    try:
+        for experiment_id, _ in source.deleted_run_ids(list(counts)):
+            counts[experiment_id] += 1
+    except Exception as error:
+        raise UsageError(f'cannot list deleted runs at {source.tracking_uri}: {_first_line(error)}') from None
+    return counts
+
+
+def experiment_order(experiment: ExperimentRef) -> Tuple[str, str, str]:
+    """Experiments are planned and printed by name (case-insensitively, then as written; names are
+    unique in a store). MLflow lists the newest first, and experiments created in the same millisecond
+    in an order of its own, so its order is not one to show."""
+    return experiment.name.casefold(), experiment.name, experiment.experiment_id
 
 
 def _first_line(error: Exception) -> str:
@@ -95,12 +127,13 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan: Plan) -> None:
+def build(p: beam.Pipeline, args: argparse.Namespace, source: MlflowSource, plan: Plan,
+          progress: Optional[ProgressRecorder] = None) -> None:
     run_ids = [run_id for _, ids in plan for run_id in ids]
     names = {experiment.experiment_id: experiment.name for experiment, _ in plan}
     converted = (p
                  | 'ListRuns' >> beam.Create(run_ids, reshuffle=False)
-                 | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names))
+                 | 'ConvertMlflow' >> ConvertMlflow(source, args.repo, names, progress))
     finish_outputs(converted, args.repo, args.skipped)
 
 
@@ -113,53 +146,79 @@ class RunSummary:
     run_id: str
     name: str
     status: str
+    start_time: Optional[int]
+    parent_id: Optional[str]  # mlflow.parentRunId of a nested run
+    deleted: bool
     metrics: int
     params: int
     tags: Dict[str, str]
     artifacts: Dict[str, int]  # Aim kind (image, text, audio) -> artifacts that become one
     skipped_artifacts: List[Tuple[str, str]]  # (path, why)
+    image_sequences: Dict[str, List[int]] = dataclasses.field(default_factory=dict)  # stepped images: key -> steps
+    datasets: List[str] = dataclasses.field(default_factory=list)  # 'name (context)' of each log_input
+    models: List[str] = dataclasses.field(default_factory=list)  # 'name [model id]' of each logged model
 
     @property
     def artifact_count(self) -> int:
         return sum(self.artifacts.values()) + len(self.skipped_artifacts)
 
 
-def describe_runs(source: MlflowSource, plan: Plan) -> Dict[str, RunSummary]:
+def describe_runs(source: MlflowSource, plan: Plan, include_deleted: bool = False) -> Dict[str, RunSummary]:
     """Per planned run: its counts of metrics, params, user tags and artifacts by what they become.
     One ``search_runs`` page per 1000 runs, and one artifact listing per run."""
     wanted = {run_id for _, ids in plan for run_id in ids}
     svg = svg_supported()
     summaries: Dict[str, RunSummary] = {}
-    for experiment, _ in plan:
-        token = None
-        while True:
-            page = source.client.search_runs([experiment.experiment_id], max_results=source.page_size,
-                                             page_token=token)
-            for found in page:
-                info, data = found.info, found.data
-                if info.run_id not in wanted:
-                    continue
-                kinds: Dict[str, int] = {}
-                skipped = []
-                for path, size in source.list_artifacts(info.run_id):
-                    kind = artifact_kind(path)
-                    if kind is None:
-                        skipped.append((path, 'no Aim object for this file type'))
-                    elif size is not None and size > source.max_artifact_bytes:
-                        skipped.append((path, f'larger than {source.max_artifact_bytes:,} bytes'))
-                    elif not svg and path.lower().endswith('.svg'):
-                        skipped.append((path, f'rendering an SVG needs {SVG_EXTRA}'))
-                    else:
-                        kinds[kind] = kinds.get(kind, 0) + 1
-                summaries[info.run_id] = RunSummary(
-                    run_id=info.run_id, name=info.run_name or info.run_id, status=info.status,
-                    metrics=len(data.metrics), params=len(data.params),
-                    tags=user_tags(data.tags),
-                    artifacts=kinds, skipped_artifacts=skipped)
-            token = page.token
-            if not token:
-                break
+    for _, found in source.runs([experiment.experiment_id for experiment, _ in plan], include_deleted):
+        info, data = found.info, found.data
+        if info.run_id not in wanted:
+            continue
+        kinds, skipped, sequences = _artifact_outcomes(source, info.run_id, info.artifact_uri, svg)
+        summaries[info.run_id] = RunSummary(
+            run_id=info.run_id, name=info.run_name or info.run_id, status=info.status,
+            start_time=info.start_time, parent_id=data.tags.get(PARENT_TAG) or None,
+            deleted=info.lifecycle_stage == 'deleted',
+            metrics=len(data.metrics), params=len(data.params), tags=user_tags(data.tags),
+            artifacts=kinds, skipped_artifacts=skipped, image_sequences=sequences,
+            datasets=[f'{d.name} ({d.context or "no context"})' for d in run_datasets(found)],
+            models=_model_names(source, found))
     return summaries
+
+
+def _model_names(source: MlflowSource, run) -> List[str]:
+    """'name [model id]' of each model the run logged (MLflow 3's run outputs)."""
+    outputs = getattr(getattr(run, 'outputs', None), 'model_outputs', None) or []
+    names = []
+    for output in outputs:
+        model = source.client.get_logged_model(output.model_id)
+        names.append(f'{model.name} [{model.model_id}]')
+    return names
+
+
+def _artifact_outcomes(source: MlflowSource, run_id: str, artifact_uri: str, svg: bool
+                       ) -> Tuple[Dict[str, int], List[Tuple[str, str]], Dict[str, List[int]]]:
+    """A run's artifact files as the conversion will take them: Aim kind → how many, (path, why) of
+    those it will skip, and the steps of each stepped image key (its thumbnails are parts of it, not
+    artifacts of their own)."""
+    kinds: Dict[str, int] = {}
+    skipped = []
+    sequences: Dict[str, List[int]] = {}
+    for path, size in source.list_artifacts(run_id, artifact_uri):
+        stepped = stepped_image_part(path)
+        if stepped is not None and stepped.part != 'image':
+            continue
+        if stepped is not None:
+            sequences.setdefault(stepped.key, []).append(stepped.step)
+        kind = artifact_kind(path)
+        if kind is None:
+            skipped.append((path, 'no Aim object for this file type'))
+        elif size is not None and size > source.max_artifact_bytes:
+            skipped.append((path, f'larger than {source.max_artifact_bytes:,} bytes'))
+        elif not svg and path.lower().endswith('.svg'):
+            skipped.append((path, f'rendering an SVG needs {SVG_EXTRA}'))
+        else:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds, skipped, {key: sorted(set(steps)) for key, steps in sequences.items()}
 
 
 def _plural(count: int, noun: str, plural: Optional[str] = None) -> str:
@@ -180,12 +239,80 @@ def _run_line(summary: RunSummary) -> str:
             becomes.append(f'{len(summary.skipped_artifacts):,} skipped')
         artifacts += f' ({", ".join(becomes)})'
     parts.append(artifacts)
-    return f'run {summary.name!r} [{summary.status}, id {summary.run_id}]: {", ".join(parts)}'
+    state = f'{summary.status}, deleted' if summary.deleted else summary.status
+    return f'run {summary.name!r} [{state}, id {summary.run_id}]: {", ".join(parts)}'
 
 
-def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str, RunSummary], out=None) -> None:
-    """The dry run: experiments → runs (with their counts) → artifacts that will be skipped."""
+def _run_order(summary: RunSummary) -> Tuple[int, str, str]:
+    """Sibling runs in the tree: oldest first, then by name and id, so that equal start times (runs
+    created in one millisecond) still print in one order."""
+    return summary.start_time or 0, summary.name, summary.run_id
+
+
+def _parents(summaries: List[RunSummary]) -> Dict[str, str]:
+    """Run id → the id of its parent among ``summaries``, for each nested run whose parent is there (a
+    parent chain that loops back to the run is not followed: each of its runs stays a root)."""
+    listed = {s.run_id: s.parent_id for s in summaries}
+    parents = {}
+    for run_id, parent_id in listed.items():
+        seen, current = {run_id}, parent_id
+        while current in listed and current not in seen:
+            seen.add(current)
+            current = listed[current]
+        if parent_id in listed and current not in seen:
+            parents[run_id] = parent_id
+    return parents
+
+
+def _steps_text(steps: List[int]) -> str:
+    """``0–2`` for consecutive steps, else the steps themselves (``0, 5, 10``)."""
+    if len(steps) > 1 and steps == list(range(steps[0], steps[-1] + 1)):
+        return f'steps {steps[0]}–{steps[-1]}'
+    return 'step' + 's' * (len(steps) > 1) + ' ' + ', '.join(str(step) for step in steps)
+
+
+def _run_node(summary: RunSummary, children: Dict[str, List[RunSummary]], listed: Dict[str, RunSummary]):
+    """One run's branch: its line, its tags and skipped artifacts, then its child runs, each the same way."""
+    names, refused = aim_tags(summary.tags)
+    below = [(f'Aim tags: {", ".join(sorted(names))}', [])] if names else []
+    below += [(f'tag {key!r} stays an attribute only: {why}', []) for key, why in refused]
+    if summary.parent_id and summary.parent_id not in listed:
+        below.append((f'child of run {summary.parent_id}, which is not in this plan', []))
+    below += [(f'image sequence {key!r}: {_plural(len(steps), "step")} ({_steps_text(steps)})', [])
+              for key, steps in sorted(summary.image_sequences.items())]
+    below += [(f'dataset {text}', []) for text in summary.datasets]
+    below += [(f'model {text}', []) for text in summary.models]
+    below += [(f'skip {path}: {why}', []) for path, why in summary.skipped_artifacts]
+    below += [_run_node(child, children, listed) for child in children.get(summary.run_id, [])]
+    return _run_line(summary), below
+
+
+def _experiment_runs(run_ids: List[str], summaries: Dict[str, RunSummary]):
+    """An experiment's runs as a tree: each nested run under its parent (MLflow's ``mlflow.parentRunId``)."""
+    listed = {r: summaries[r] for r in run_ids if r in summaries}
+    parents = _parents(list(listed.values()))
+    children: Dict[str, List[RunSummary]] = {}
+    for run_id, parent_id in parents.items():
+        children.setdefault(parent_id, []).append(listed[run_id])
+    for siblings in children.values():
+        siblings.sort(key=_run_order)
+    roots = sorted((s for s in listed.values() if s.run_id not in parents), key=_run_order)
+    nodes = [_run_node(root, children, listed) for root in roots]
+    # deleted between the two listings
+    nodes += [(f'run {run_id}: no longer listed', []) for run_id in run_ids if run_id not in listed]
+    return nodes
+
+
+def _deleted_note(count: int) -> str:
+    return f'{_plural(count, "deleted run")} not converted'
+
+
+def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str, RunSummary], out=None,
+               deleted: Optional[Dict[str, int]] = None) -> None:
+    """The dry run: experiments → runs (nested runs under their parent, with their counts) → artifacts
+    that will be skipped. ``deleted``: experiment id → deleted runs left out (without --include-deleted)."""
     out = out or sys.stdout
+    deleted = deleted or {}
     listed = [summaries[r] for _, ids in plan for r in ids if r in summaries]
     total = {
         'metric': sum(s.metrics for s in listed), 'param': sum(s.params for s in listed),
@@ -197,21 +324,14 @@ def print_plan(source: MlflowSource, plan: Plan, repo: str, summaries: Dict[str,
              f'{_plural(len(plan), "experiment")}, {_plural(sum(len(ids) for _, ids in plan), "run")}: '
              f'{_plural(total["metric"], "metric")}, {_plural(total["param"], "param")}, '
              f'{_plural(total["artifact"], "artifact")} ({total["skipped"]:,} to skip)')
+    if sum(deleted.values()):
+        title += f'; {_deleted_note(sum(deleted.values()))} (--include-deleted converts them)'
     nodes = []
     for experiment, run_ids in plan:
-        run_nodes = []
-        for run_id in run_ids:
-            summary = summaries.get(run_id)
-            if summary is None:  # deleted between the two listings
-                run_nodes.append((f'run {run_id}: no longer listed', []))
-                continue
-            names, refused = aim_tags(summary.tags)
-            below = [(f'Aim tags: {", ".join(sorted(names))}', [])] if names else []
-            below += [(f'tag {key!r} stays an attribute only: {why}', []) for key, why in refused]
-            below += [(f'skip {path}: {why}', []) for path, why in summary.skipped_artifacts]
-            run_nodes.append((_run_line(summary), below))
-        nodes.append((f'experiment {experiment.name!r} [id {experiment.experiment_id}]: '
-                      f'{_plural(len(run_ids), "run")}', run_nodes))
+        line = f'experiment {experiment.name!r} [id {experiment.experiment_id}]: {_plural(len(run_ids), "run")}'
+        if deleted.get(experiment.experiment_id):
+            line += f'; {_deleted_note(deleted[experiment.experiment_id])}'
+        nodes.append((line, _experiment_runs(run_ids, summaries)))
     print_tree(title, nodes, out)
 
 
@@ -220,18 +340,23 @@ def run(argv: Optional[List[str]] = None) -> int:
     try:
         args, pipeline_args = parse(argv)
         source, plan = plan_source(args)
+        deleted = {} if args.include_deleted else deleted_runs(source, plan)
         if not args.dry_run:
             check_repo_writable(args.repo, early=EARLY_REPO if argv is None else None)
     except UsageError as error:
         fail_usage(PROG, error)
     if args.dry_run:
-        print_plan(source, plan, args.repo, describe_runs(source, plan))
+        print_plan(source, plan, args.repo, describe_runs(source, plan, args.include_deleted), deleted=deleted)
         return 0
-    started = time.time()
-    p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=sum(len(ids) for _, ids in plan)))
-    build(p, args, source, plan)
-    result = run_to_end(p, PROG)
+    runs_total = sum(len(ids) for _, ids in plan)
+    with watch_progress(pipeline_args, files_total=0, runs_total=runs_total) as progress:
+        started = time.time()
+        p = beam.Pipeline(options=pipeline_options(pipeline_args, runs=runs_total))
+        build(p, args, source, plan, progress)
+        result = run_to_end(p, PROG)
     counters = read_counters(result)
+    if sum(deleted.values()):
+        counters[DELETED_COUNTER] = sum(deleted.values())
     return finish(counters, time.time() - started, args, PROG)
 
 

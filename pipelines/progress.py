@@ -71,7 +71,8 @@ class ProgressDisplay(threading.Thread):
     def line(self) -> str:
         files, runs, points = self.totals()
         elapsed = max(time.time() - self._began, 1e-9)
-        return (f'files {files}/{self.files_total}  runs {runs}/{self.runs_total}  '
+        read = f'files {files}/{self.files_total}  ' if self.files_total else ''  # MLflow runs have no files
+        return (f'{read}runs {runs}/{self.runs_total}  '
                 f'{points:,} points  {points / elapsed:,.0f} points/s  {elapsed:.0f}s')
 
     def run(self):

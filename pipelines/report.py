@@ -185,7 +185,7 @@ def points_by_kind(counters: Dict[str, int]) -> List[Tuple[str, int, int, int]]:
 NOT_CONVERTED = 'files_not_converted'
 # (label, counter) rows; a section is printed when any of its counters is present
 _SECTIONS = (
-    (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped')),
+    (('runs read', 'runs_read'), ('runs skipped', 'runs_skipped'), ('runs deleted', 'runs_deleted')),
     (('runs written', 'runs_written'), ('runs failed', 'runs_failed'), ('runs unindexed', 'runs_unindexed'),
      ('contexts', 'contexts_written')),
     (('files read', 'files_read'), ('files skipped', 'files_skipped'), ('files ignored', 'files_ignored')),
@@ -193,14 +193,17 @@ _SECTIONS = (
     (('points read', 'points_read'), ('points written', 'points_written'), ('points skipped', 'points_skipped')),
     (('artifacts read', 'artifacts_read'), ('artifacts skipped', 'artifacts_skipped')),
     (('tags read', 'tags_read'), ('tags skipped', 'tags_skipped')),
+    (('models listed', 'models_listed'), ('datasets listed', 'datasets_listed')),
     (('retries', 'retries'),),
 )
+# rows only where a pipeline counts them: contexts (tf_to_aim), deleted runs left out (mlflow_to_aim)
+_WHERE_COUNTED = {'contexts_written', 'runs_deleted'}
 _ALWAYS = {'runs_written', 'runs_failed', 'points_read', 'points_written', 'points_skipped'}
 _NUMBER_END = 2 + LABEL_WIDTH + 2 + VALUE_WIDTH  # the column where every count row's number ends
 
 
 def _shown(key: str, counters: Dict[str, int]) -> bool:
-    if key == 'contexts_written':  # only where the pipeline counts contexts
+    if key in _WHERE_COUNTED:  # only where the pipeline counts them (contexts, deleted MLflow runs)
         return key in counters
     if key == 'runs_unindexed':  # only when a full disk left runs out of the index
         return bool(counters.get(key))
@@ -260,6 +263,9 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
     say()
     say(_count_row('elapsed', f'{elapsed:,.1f}') + ' s')
     say(_count_row('throughput', f'{rate:,.0f}') + ' points/s (points written / elapsed)')
+    if counters.get('runs_deleted'):
+        say(f'  {counters["runs_deleted"]:,} deleted MLflow run{"s" * (counters["runs_deleted"] != 1)} '
+            'not converted (--include-deleted converts them)')
     if reasons:
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:

@@ -25,7 +25,8 @@ import tempfile
 import wave
 from typing import Any, Dict, Iterator, List, Tuple
 
-__all__ = ['log_rich_run', 'log_many_runs', 'log_long_metric', 'metric_value', 'rich_artifacts', 'scratch_dir',
+__all__ = ['log_rich_run', 'log_many_runs', 'log_long_metric', 'log_filled_store', 'stepped_image', 'IMAGE_KEY',
+           'IMAGE_STEPS', 'metric_value', 'rich_artifacts', 'scratch_dir',
            'BATCH', 'LONG_TAG_VALUE', 'SVG_LOGO', 'SVG_SIZE', 'SVG_PIXELS', 'svg_rendering_matches']
 
 BATCH = 1000  # MLflow's log_batch limit for metrics
@@ -213,3 +214,84 @@ def log_long_metric(client, experiment_id: str, name: str, points: int, key: str
     for first in range(0, points, BATCH):
         client.log_batch(run.info.run_id, metrics=[Metric(key, v, ts, s) for s, v, ts in history[first:first + BATCH]])
     return {run.info.run_id: _expected(run, experiment, {}, {}, None, {key: history})}
+
+
+# ------------------------------------------------------------------- a store filled as MLflow 3 users fill it
+
+IMAGE_KEY = 'samples/val'  # a key with a slash: MLflow writes it '~' in the file name
+IMAGE_STEPS = (0, 1, 2)
+
+
+def stepped_image(step: int):
+    """The image logged at ``step``: 6 x 4 pixels, a color of its own, one yellow pixel that moves."""
+    import numpy as np
+
+    pixels = np.zeros((4, 6, 3), dtype=np.uint8)
+    pixels[:, :] = (40 * step % 256, 100, (200 + 25 * step) % 256)
+    pixels[1, step] = (255, 255, 0)
+    return pixels
+
+
+def log_filled_store(uri: str, root: str, start_ms: int = START_MS) -> Dict[str, Any]:
+    """A SQLite store filled through MLflow's fluent API as a user of MLflow 3 fills one:
+
+    * experiment ``tuning``: ``mlflow.sklearn.autolog()`` around a ``GridSearchCV`` of 3 candidates, i.e.
+      a parent run ``search-parent`` and 3 child runs that carry ``mlflow.parentRunId``;
+    * experiment ``vision``: a run ``images`` with ``log_image(key=IMAGE_KEY, step=0..2)`` at given
+      timestamps, an unstepped ``log_image(artifact_file=...)``, a dataset logged with ``log_input`` and a
+      model logged with ``mlflow.sklearn.log_model`` (with params and a metric); and a run ``gone``,
+      deleted.
+
+    Returns what was logged: ``{'experiments': {name: id}, 'parent': id, 'children': [ids], 'images': id,
+    'deleted': id, 'image_times': {step: ms}, 'image_paths': {step: path}, 'plain_image': path,
+    'model_id': id}``."""
+    import logging
+    import warnings
+
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    logging.getLogger('mlflow').setLevel(logging.ERROR)
+    warnings.filterwarnings('ignore')
+    mlflow.set_tracking_uri(uri)
+    tuning = mlflow.create_experiment('tuning', artifact_location=f'file://{root}/artifacts-tuning')
+    vision = mlflow.create_experiment('vision', artifact_location=f'file://{root}/artifacts-vision')
+    features = np.random.RandomState(0).rand(40, 3)
+    labels = (features[:, 0] > 0.5).astype(int)
+
+    mlflow.set_experiment(experiment_id=tuning)
+    mlflow.sklearn.autolog(log_models=False, log_datasets=False, log_post_training_metrics=False,
+                           max_tuning_runs=None, silent=True)
+    with mlflow.start_run(run_name='search-parent') as parent:
+        GridSearchCV(LogisticRegression(), {'C': [0.1, 1.0, 10.0]}, cv=2).fit(features, labels)
+    mlflow.sklearn.autolog(disable=True)
+    client = mlflow.MlflowClient(uri)
+    children = [run.info.run_id for run in client.search_runs(
+        [tuning], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")]
+
+    mlflow.set_experiment(experiment_id=vision)
+    image_times = {step: start_ms + 1000 * step + 17 for step in IMAGE_STEPS}
+    with mlflow.start_run(run_name='images') as images:
+        for step in IMAGE_STEPS:
+            mlflow.log_image(stepped_image(step), key=IMAGE_KEY, step=step, timestamp=image_times[step])
+        mlflow.log_image(stepped_image(5), artifact_file='plots/plain.png')
+        dataset = mlflow.data.from_numpy(features, targets=labels, source='s3://bucket/train.npz', name='train')
+        mlflow.log_input(dataset, context='training')
+        model = LogisticRegression(C=1.0).fit(features, labels)
+        info = mlflow.sklearn.log_model(model, name='classifier', params={'C': '1.0'},
+                                        pip_requirements=['scikit-learn'], serialization_format='cloudpickle')
+        mlflow.log_metric('accuracy', 0.875, model_id=info.model_id)
+    with mlflow.start_run(run_name='gone') as gone:
+        mlflow.log_metric('x', 1.0)
+    client.delete_run(gone.info.run_id)
+    image_paths = {}
+    for artifact in client.list_artifacts(images.info.run_id, 'images'):
+        if artifact.path.endswith('.png'):
+            step = int(artifact.path.split('+step+')[1].split('+')[0])
+            image_paths[step] = artifact.path
+    return {'experiments': {'tuning': tuning, 'vision': vision}, 'parent': parent.info.run_id,
+            'children': children, 'images': images.info.run_id, 'deleted': gone.info.run_id,
+            'image_times': image_times, 'image_paths': image_paths, 'plain_image': 'plots/plain.png',
+            'model_id': info.model_id}

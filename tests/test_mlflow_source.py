@@ -80,7 +80,8 @@ def test_mlflow_run_data_maps_a_run():
     assert (spec.name, spec.experiment, spec.description) == ('r1', 'exp', 'hello')
     assert spec.creation_time == 1_700_000_000.123 and spec.end_time == 1_700_000_100.456
     assert spec.attributes == {'mlflow_run_id': 'abc', 'mlflow_experiment_id': '7', 'mlflow_run_name': 'r1',
-                               'mlflow_status': 'FINISHED', 'params': {'lr': '0.1'}, 'tags': {'team': 'a'}}
+                               'mlflow_status': 'FINISHED', 'mlflow_lifecycle_stage': 'active',
+                               'params': {'lr': '0.1'}, 'tags': {'team': 'a'}}
     assert spec.tags == ['team=a']  # mlflow.* tags are MLflow's own, not the user's
     assert [(s.kind, s.name) for s in data.series] == [('metric', 'loss'), ('text', 'a.txt')]
     assert list(data.series[0].values) == [2.0]

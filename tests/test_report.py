@@ -394,7 +394,17 @@ def known_store():
         expected = log_rich_run(client, vision, 'rich', salt=1, steps=10, start_ms=START_MS - 60_000)  # 1st
         expected.update(log_many_runs(client, vision, 2, prefix='small'))
         expected.update(log_many_runs(client, audio, 1, prefix='clip'))
+        same_millisecond(uri)
         yield uri, client, {'vision': vision, 'audio': audio}, expected
+
+
+def same_millisecond(uri):
+    """Every experiment of the store created in the same millisecond, as a fast script makes them: an
+    order that rests on creation times would be MLflow's tie-break, not runferry's."""
+    import sqlite3
+
+    with sqlite3.connect(uri[len('sqlite:///'):]) as db:
+        db.execute('update experiments set creation_time = 1700000000000, last_update_time = 1700000000000')
 
 
 def _mlflow_source_counts(client, expected):
@@ -499,7 +509,7 @@ def test_mlflow_dry_run_prints_a_tree_and_writes_nothing(known_store, tmp_path):
                       f'{len(files)} artifacts ({no_kind} to skip)')
 
     want_tree = []
-    for name in ('audio', 'vision', 'Default'):  # MLflow lists the newest experiment first
+    for name in ('audio', 'Default', 'vision'):  # by name, whatever MLflow's order for equal creation times
         experiment_id = experiments.get(name, '0')
         runs = sorted((w for w in expected.values() if w['experiment'] == name), key=lambda w: w['start_time'])
         want_tree.append((0, f"experiment '{name}' [id {experiment_id}]: {len(runs)} run{'s' * (len(runs) != 1)}"))

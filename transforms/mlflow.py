@@ -9,25 +9,30 @@ The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import posixpath
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from connectors.mlflow_source import MlflowRunRecord, MlflowSource
+from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
 from transforms.runs import NAMESPACE, WriteRunsFn
 from transforms.sequence_names import hold_aim_names
 from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
-           'run_identity', 'aim_tags', 'user_tags', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED', 'NOTE_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
+           'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links', 'run_identity',
+           'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED',
+           'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
+PARENT_TAG = 'mlflow.parentRunId'  # set on nested runs (autolog's tuning trials, start_run(nested=True))
+PARENT_AIM_TAG = 'parent_run'  # the Aim tag 'parent_run=<id>' (MLflow's own key, 51 characters with an id, is too long)
 SYSTEM_TAG_PREFIX = 'mlflow.'
 # Aim's rules for a tag name: its UI's tag form requires 1 to 50 characters, and its tag API strips
 # surrounding whitespace (aim/web/api/tags/views.py); in its SQLite store a name is unique, so one tag is
@@ -69,6 +74,17 @@ def aim_tags(tags: Dict[str, str]) -> Tuple[List[str], List[Tuple[str, str]]]:
         elif name not in names:  # 'a=b' with value 'c' and 'a' with value 'b=c' are one tag
             names.append(name)
     return names, refused
+
+
+def parent_tag(tags: Dict[str, str]) -> Optional[str]:
+    """The Aim tag that ties a nested run to its parent (``parent_run=<parent id>``), so that Aim can
+    filter a search's trials (``'parent_run=…' in run.tags``); None for a top-level run. MLflow's run ids
+    (32 hex digits) always make a valid Aim tag name; one that does not is left to the attribute."""
+    parent = (tags.get(PARENT_TAG) or '').strip()
+    if not parent:
+        return None
+    name = f'{PARENT_AIM_TAG}={parent}'
+    return None if _tag_problem(name) else name
 
 
 def _seconds(millis: Optional[int]) -> Optional[float]:
@@ -168,6 +184,91 @@ def artifact_series(path: str, kind: str, data: bytes, wall_time: float) -> Seri
     return series
 
 
+def run_links(record: MlflowRunRecord) -> Dict[str, str]:
+    """The attributes that tie a run to others: ``mlflow_parent_run_id`` for a nested run."""
+    parent = (record.tags.get(PARENT_TAG) or '').strip()
+    return {'mlflow_parent_run_id': parent} if parent else {}
+
+
+def stepped_image_series(key: str, images: List[Tuple[SteppedImagePart, str, bytes]]) -> Series:
+    """The images MLflow logged under one key at steps (``log_image(key=..., step=...)``: one file each)
+    → one Aim image sequence named by the key, over their steps, at MLflow's timestamps. Images logged
+    at the same step are one point holding them all (oldest first), at the time of the last; each
+    image is captioned with its artifact path."""
+    by_step: Dict[int, List[Tuple[SteppedImagePart, str, bytes]]] = {}
+    for image in images:
+        by_step.setdefault(image[0].step, []).append(image)
+    series = Series('image', key, {}, source=f'images/{key}')
+    for position, step in enumerate(sorted(by_step)):
+        at_step = sorted(by_step[step], key=lambda image: (image[0].timestamp, image[0].image_id))
+        payload = [{'data': data, 'format': 'png', 'caption': path} for _, path, data in at_step]
+        series.append(step, at_step[-1][0].timestamp / 1000.0, payload, position)
+    return series
+
+
+def image_points(record: MlflowRunRecord) -> int:
+    """How many image points a run's artifacts are: one per image file, except that stepped images make
+    one point per key and step (``stepped_image_series``)."""
+    stepped, plain = set(), 0
+    for path, kind, _ in record.artifacts:
+        part = stepped_image_part(path)
+        if part is not None:
+            stepped.add((part.key, part.step))
+        elif kind == 'image':
+            plain += 1
+    return plain + len(stepped)
+
+
+def run_inputs_and_models(record: MlflowRunRecord) -> Dict[str, Any]:
+    """The run attributes ``mlflow_datasets`` (each dataset of ``log_input``: name, digest, source type,
+    source, schema, profile, context, tags) and ``mlflow_models`` (each logged model: name, model id,
+    flavors, type, status, step, artifact location, params, metrics, tags), where the run has any."""
+    attributes: Dict[str, Any] = {}
+    if record.datasets:
+        attributes['mlflow_datasets'] = [dataclasses.asdict(dataset) for dataset in record.datasets]
+    if record.models:
+        attributes['mlflow_models'] = [dataclasses.asdict(model) for model in record.models]
+    return attributes
+
+
+def _image_problem(path: str, data: bytes) -> Tuple[Optional[bytes], Optional[str]]:
+    """An image artifact's bytes as Aim will hold them (an SVG rendered to PNG), or why it cannot be."""
+    if posixpath.splitext(path)[1].lower() == '.svg':
+        try:
+            data = svg_to_png(data)
+        except ImportError:
+            return None, f'SVG image: rendering it needs {SVG_EXTRA}'
+        except ValueError as error:
+            return None, f'SVG that resvg cannot render: {error}'
+    if not _image_readable(data):
+        return None, 'image format that Aim cannot store (Pillow cannot read it)'
+    return data, None
+
+
+def _stepped_images(source: str, images: List[Tuple[SteppedImagePart, str, bytes]]
+                    ) -> Tuple[List[Series], List[Skip]]:
+    """Stepped images → one series per key; an unreadable image is a dead letter (a lost point only when
+    no other image of its key is at its step)."""
+    series, skips = [], []
+    by_key: Dict[str, List[Tuple[SteppedImagePart, str, bytes]]] = {}
+    for part, path, data in images:
+        by_key.setdefault(part.key, []).append((part, path, data))
+    for key in sorted(by_key):
+        readable, bad = [], []
+        for part, path, data in by_key[key]:
+            _, problem = _image_problem(path, data)
+            (bad if problem else readable).append((part, path, data, problem))
+        kept_steps = {part.step for part, _, _, _ in readable}
+        lost_steps = set()
+        for part, path, _, problem in bad:
+            lost = part.step not in kept_steps and part.step not in lost_steps
+            lost_steps.add(part.step)
+            skips.append(Skip(f'{source}/{path}', problem, 'artifact', count=1 if lost else 0))
+        if readable:
+            series.append(stepped_image_series(key, [(part, path, data) for part, path, data, _ in readable]))
+    return series, skips
+
+
 def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, List[Skip]]:
     """One MLflow run as read → the Aim run to write, and dead letters (superseded points, artifacts
     that have no Aim object, tags that cannot be Aim tags)."""
@@ -182,27 +283,30 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
             skips.append(Skip(source, 'duplicate step: superseded by a later point with the same step', 'point',
                               count=superseded, detail=key))
     artifact_time = _seconds(record.end_time if record.end_time is not None else record.start_time) or 0.0
+    stepped = []
     for path, kind, data in record.artifacts:
-        if kind == 'image' and posixpath.splitext(path)[1].lower() == '.svg':
-            try:
-                data = svg_to_png(data)
-            except ImportError:
-                skips.append(Skip(f'{source}/{path}', f'SVG image: rendering it needs {SVG_EXTRA}', 'artifact'))
-                continue
-            except ValueError as error:
-                skips.append(Skip(f'{source}/{path}', f'SVG that resvg cannot render: {error}', 'artifact'))
-                continue
-        if kind == 'image' and not _image_readable(data):
-            skips.append(Skip(f'{source}/{path}', 'image format that Aim cannot store (Pillow cannot read it)',
-                              'artifact'))
+        part = stepped_image_part(path)
+        if part is not None:
+            stepped.append((part, path, data))
             continue
+        if kind == 'image':
+            data, problem = _image_problem(path, data)
+            if problem:
+                skips.append(Skip(f'{source}/{path}', problem, 'artifact'))
+                continue
         series.append(artifact_series(path, kind, data, artifact_time))
+    stepped_series, stepped_skips = _stepped_images(source, stepped)
+    series += stepped_series
+    skips += stepped_skips
     for path, reason in record.skipped_artifacts:
         skips.append(Skip(f'{source}/{path}', reason, 'artifact'))
     series, unnamed = hold_aim_names(series, source)
     skips += unnamed
     tags = user_tags(record.tags)
     tag_names, refused = aim_tags(tags)
+    parent = parent_tag(record.tags)
+    if parent and parent not in tag_names:
+        tag_names.append(parent)
     for key, reason in refused:  # no point is lost (count 0): the tag stays in the 'tags' attribute
         skips.append(Skip(source, reason, 'tag', count=0, detail=key))
     spec = RunSpec(
@@ -214,8 +318,11 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
             'mlflow_experiment_id': record.experiment_id,
             'mlflow_run_name': record.run_name,
             'mlflow_status': record.status,
+            'mlflow_lifecycle_stage': record.lifecycle_stage,
             'params': dict(sorted(record.params.items())),
             'tags': tags,
+            **run_links(record),
+            **run_inputs_and_models(record),
         },
         description=record.tags.get(NOTE_TAG),
         tags=tag_names,
@@ -238,6 +345,8 @@ class FetchMlflowRunFn(beam.DoFn):
         self.artifacts_skipped = Metrics.counter(NAMESPACE, 'artifacts_skipped')
         self.tags_read = Metrics.counter(NAMESPACE, 'tags_read')
         self.tags_skipped = Metrics.counter(NAMESPACE, 'tags_skipped')
+        self.models_listed = Metrics.counter(NAMESPACE, 'models_listed')
+        self.datasets_listed = Metrics.counter(NAMESPACE, 'datasets_listed')
 
     def process(self, run_id: str):
         try:
@@ -252,9 +361,10 @@ class FetchMlflowRunFn(beam.DoFn):
         self.runs_read.inc()
         # every point and artifact read is counted, so that read = written + skipped (each skip's count
         # is a skipped point to WriteRunsFn); by kind where it has one
-        by_kind = {METRIC: sum(len(h) for h in record.metrics.values())}
+        by_kind = {METRIC: sum(len(h) for h in record.metrics.values()), 'image': image_points(record)}
         for _, kind, _ in record.artifacts:
-            by_kind[kind] = by_kind.get(kind, 0) + 1
+            if kind != 'image':
+                by_kind[kind] = by_kind.get(kind, 0) + 1
         self.points_read.inc(sum(by_kind.values()) + len(record.skipped_artifacts))
         for kind, count in by_kind.items():
             if count:
@@ -263,24 +373,28 @@ class FetchMlflowRunFn(beam.DoFn):
         self.artifacts_skipped.inc(sum(1 for s in skips if s.kind == 'artifact'))
         self.tags_read.inc(len(data.spec.attributes['tags']))
         self.tags_skipped.inc(sum(1 for s in skips if s.kind == 'tag'))
+        self.models_listed.inc(len(record.models))
+        self.datasets_listed.inc(len(record.datasets))
         yield data, skips
 
 
 class ConvertMlflow(beam.PTransform):
     """Run ids → runs written to Aim. Outputs ``written`` (one result per run) and ``skipped``."""
 
-    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str]):
+    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str], progress=None):
         super().__init__()
         self.source = source
         self.repo = repo
         self.experiment_names = experiment_names
+        self.progress = progress  # a pipelines.progress.ProgressRecorder: runs and points as they are written
 
     def expand(self, run_ids: beam.PCollection) -> Dict[str, beam.PCollection]:
         fetched = (run_ids
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
                    .with_outputs(SKIPPED, main='runs'))
-        written = fetched.runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo)).with_outputs(SKIPPED,
-                                                                                               main='written')
+        written = (fetched.runs
+                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED,
+                                                                                                main='written'))
         skipped = (fetched[SKIPPED], written[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
         return {'written': written.written, 'skipped': skipped}
