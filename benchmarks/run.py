@@ -219,12 +219,12 @@ def per_point_rate(files: List[Tuple[str, str, str]], repo_path: str) -> Dict[st
 
     Every point goes through ``run._tracker._track(obj, wall_time, name, step, None, context=...)``: a
     float for a scalar, runferry's own Aim object for an image or a distribution (the objects runferry's
-    sink tracks, made the way ``connectors.aim_sink._write_objects`` makes them). Floats and objects are
+    sink tracks, made the way ``connectors.aim_sequences`` makes them). Floats and objects are
     made before the clock starts; each run's points are written kind by kind and timed by kind."""
     from aim.sdk.run import Run
 
-    import connectors.aim_objects  # noqa: F401  registers the converters
-    from connectors.aim_sink import OBJECT_CONVERTERS, open_repo
+    from connectors.aim_objects import OBJECT_CONVERTERS
+    from connectors.aim_sink import open_repo
     from transforms.series import METRIC
 
     decoded, _ = _decode(files)

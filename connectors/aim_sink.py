@@ -31,6 +31,7 @@ import time
 import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+import aimrocks
 import pytz
 
 import aim.sdk.base_run as _aim_base_run

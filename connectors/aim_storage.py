@@ -18,7 +18,7 @@ leaves against Aim's per-point path and ``aim.Run``, for the Aim version pinned 
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import aimrocks
 import numpy as np

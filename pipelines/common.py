@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import tempfile
-import time
 from typing import Any, Dict, Iterable, List, Optional
 
 import apache_beam as beam

@@ -18,9 +18,7 @@ else:
     EARLY_REPO = None
 
 import argparse
-import json
 import logging
-import os
 import posixpath
 import time
 import urllib.parse

@@ -13,7 +13,6 @@ decoded points are never pickled between stages. Runs are the unit of parallelis
 from __future__ import annotations
 
 import collections
-import posixpath
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
