@@ -57,6 +57,7 @@ LANDS = {
     },
     'mlflow_to_aim': {
         'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
+        'include_deleted': ('true', 'include_deleted', True),
         'experiment': ('17', 'experiment', None),  # None: accept '17' or ['17'] (append or single)
         'repo': ('/mnt/aim', 'repo', '/mnt/aim'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
@@ -78,6 +79,7 @@ EXAMPLES = {
              ['aim://host', 'aim://:53800', 'aim://host:port', 'aim://host:123456', 'aim', 'demo-aim',
               'gs://bucket/aim', 'http://host:53800', '', '/a\nb']),
     'flat': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
+    'include_deleted': (['true', 'false'], ['True', 'yes', '1', '', 'false ']),
     'layout': (['aim', 'flat', 'tensorboard'], ['Aim', 'nested', '', 'tensorboard ', 'aim\nflat']),
     'experiment': (['resnet', 'resnet sweep 3', '17', 'a/b'], ['', ' lead', 'trail ', 'a\nb']),
     'skipped': (['gs://my-bucket/runferry/skipped.jsonl', 's3://bkt/x.jsonl', '/mnt/aim.skipped.jsonl'],
