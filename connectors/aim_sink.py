@@ -163,8 +163,8 @@ class AimRunWriter:
     def write(self, data: RunData, on_skip: Optional[Callable[[Skip], None]] = None) -> Optional[WrittenRun]:
         """Write (or rewrite) one run, reading its series chunk by chunk as they are written (memory is
         bounded by a chunk, not by the run). Dead letters met while reading, and one per sequence with
-        superseded points, go to ``on_skip``. None when the source held no point at all (the run is not
-        created). On a local repo the run's SQLite props are returned, not written (``index_runs``)."""
+        superseded points, go to ``on_skip``. None when a streamed source (event files) held no point at
+        all: the run is not created (a run given whole, as MLflow's, is written even without a point). On a local repo the run's SQLite props are returned, not written (``index_runs``)."""
         on_skip = on_skip or (lambda skip: None)
         spec = data.spec
         run_hash = run_hash_for(spec.identity)
@@ -184,8 +184,8 @@ class AimRunWriter:
                     on_skip(item)
                     continue
                 sequences.write(item)
-            if not sequences.points and not data.attribute_points:
-                run.discard()  # nothing was read: no run (containers this write created are removed)
+            if data.stream is not None and not sequences.points and not data.attribute_points:
+                run.discard()  # its files held nothing: no run (containers this write created are removed)
                 return None
             for key, value in spec.attributes.items():
                 run[key] = value
@@ -244,8 +244,8 @@ def _end_time(spec: RunSpec, sequences: RunSequences) -> Optional[float]:
 def materialize(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
     """The run with all its series read and merged, one ``Series`` per sequence (for writers that take a
     run whole: ``aim://`` servers; its memory grows with the run), and the number of points superseded.
-    Dead letters of reading and of superseded points go to ``on_skip``; None when the source held no
-    point."""
+    Dead letters of reading and of superseded points go to ``on_skip``; None when a streamed source held
+    no point."""
     parts: Dict[Tuple[str, str, str], List[Series]] = {}
     for item in data.items():
         if isinstance(item, Skip):
@@ -254,7 +254,7 @@ def materialize(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optiona
         for series in item:
             if len(series):
                 parts.setdefault(series.key, []).append(series)
-    if not parts and not data.attribute_points:
+    if data.stream is not None and not parts and not data.attribute_points:
         return None, 0
     merged, total = [], 0
     for key in sorted(parts):
