@@ -28,8 +28,8 @@ LAYOUT_RUNS = {
 
 
 def accumulated(directory):
-    """({tag: [(step, value, wall time)]} of the scalars, {tag: [(step, total count)]} of the histograms,
-    {tag: plugin} of everything else) as TensorBoard reads one directory's event files."""
+    """({tag: [(step, value, wall time)]} of the scalars, {tag: [(step, total count, wall time)]} of the
+    histograms, {tag: plugin} of everything else) as TensorBoard reads one directory's event files."""
     from tensorboard.backend.event_processing import plugin_event_accumulator
     from tensorboard.util import tensor_util
 
@@ -43,7 +43,8 @@ def accumulated(directory):
         if plugin == 'scalars':
             scalars[tag] = [(e.step, tensor_util.make_ndarray(e.tensor_proto).item(), e.wall_time) for e in events]
         elif plugin == 'histograms':
-            histograms[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)[:, 2].sum())) for e in events]
+            histograms[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)[:, 2].sum()), e.wall_time)
+                               for e in events]
         else:
             others[tag] = plugin
     return scalars, histograms, others
@@ -111,12 +112,19 @@ def test_every_scalar_and_weight_histogram_under_each_layout(keras_logdir, layou
     assert sorted(distributions) == sorted(want)
     for key, points in want.items():
         got = distributions[key]
-        assert [step for step, _ in got] == [step for step, _ in points], key
-        for (step, distribution), (_, total) in zip(got, points):
+        assert [step for step, _ in got] == [step for step, _, _ in points], key
+        for (step, distribution), (_, total, _) in zip(got, points):
             weights, edges = distribution.to_np_histogram()  # what Aim's UI draws
             assert weights.sum() == pytest.approx(total), (key, step)
             assert len(weights) == 30 and np.allclose(np.diff(edges), edges[1] - edges[0])  # Keras' buckets
             assert distribution_buckets(distribution)[1].sum() == total, (key, step)
+
+    # each run starts and ends with its data (Keras dates its model-config summary ~seconds before)
+    for name, run in read_runs(str(repo)).items():
+        times = [point[-1] for directory, (run_name, _) in runs.items() if run_name == name
+                 for kind in source[directory][:2] for points in kind.values() for point in points]
+        assert run['creation_time'] == pytest.approx(min(times), abs=1e-3), name
+        assert run['end_time'] == pytest.approx(max(times), abs=1e-3), name
 
     # the model's config summary is not dropped silently: one dead letter naming its plugin
     letters = [json.loads(line) for line in open(skipped)]
