@@ -39,6 +39,8 @@ setup(
             # real writers of the tests: PyTorch's SummaryWriter (a CPU wheel), Lightning's TensorBoardLogger
             'torch==2.13.0',
             'lightning==2.6.6',
+            # Keras' TensorBoard callback and TF1/TF2 histograms written by TensorFlow itself
+            'tensorflow-cpu==2.21.0',
             # postgresql:// tracking URIs in tests (SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3)
             'psycopg[binary]==3.3.9',
         ],

@@ -1,4 +1,5 @@
-"""A team bucket as PyTorch, Lightning and tensorboardX users leave it, written by the real packages.
+"""A team bucket as PyTorch, Lightning and tensorboardX users leave it, written by the real packages;
+and a Keras run as TensorFlow's ``TensorBoard`` callback leaves it (``write_keras_run``).
 
 ``write_framework_bucket(root)`` writes, below ``root``::
 
@@ -24,12 +25,14 @@ from typing import Any, Dict
 import numpy as np
 
 __all__ = ['write_framework_bucket', 'write_lightning_version', 'write_torch_run', 'write_tbx_contexts',
-           'LIGHTNING_HPARAMS', 'TORCH_HPARAMS_RUN']
+           'write_keras_run', 'LIGHTNING_HPARAMS', 'TORCH_HPARAMS_RUN', 'KERAS_EPOCHS', 'KERAS_CONTEXTS']
 
 STEPS = 5
 LIGHTNING_HPARAMS = {0: {'lr': 0.01, 'layers': 2, 'optimizer': 'adam'},
                      1: {'lr': 0.02, 'layers': 2, 'optimizer': 'adam'}}
 TORCH_HPARAMS_RUN = '1700000000.5'
+KERAS_EPOCHS = 3
+KERAS_CONTEXTS = ('train', 'validation')  # the directories Keras' TensorBoard callback writes into
 
 
 def write_lightning_version(root: str, version: int, hparams: Dict[str, Any]) -> str:
@@ -71,6 +74,28 @@ def write_tbx_contexts(directory: str) -> None:
             for tag in tags:
                 writer.add_scalar(tag, (step + len(tag)) / 10, step, walltime=1_700_000_000.0 + 60 * step)
         writer.close()
+
+
+def write_keras_run(directory: str) -> None:
+    """A tiny Keras classifier ``fit`` with ``tf.keras.callbacks.TensorBoard(histogram_freq=1)``: 48 random
+    samples (a quarter held out for validation), batches of 12, ``KERAS_EPOCHS`` epochs. Needs tensorflow.
+
+    The callback leaves ``train/`` (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``, a
+    30-bucket histogram of every weight each epoch, and the model's config as a ``graph_keras_model``
+    summary) and ``validation/`` (``epoch_*`` and ``evaluation_*_vs_iterations``, by batch), all dated
+    when they were written: tests compare with TensorBoard's reading of the files."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(15)
+    rng = np.random.default_rng(15)
+    features = rng.normal(size=(48, 4)).astype('float32')
+    labels = (features @ np.array([1.0, -0.5, 0.25, 0.0], dtype='float32') > 0).astype('int32')
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(8, activation='relu'),
+                                 tf.keras.layers.Dense(2, activation='softmax')])
+    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    callback = tf.keras.callbacks.TensorBoard(log_dir=directory, histogram_freq=1)
+    model.fit(features, labels, epochs=KERAS_EPOCHS, batch_size=12, validation_split=0.25, verbose=0,
+              callbacks=[callback])
 
 
 def write_framework_bucket(root: str) -> Dict[str, Dict[str, Any]]:

@@ -9,7 +9,11 @@
   collapsed into one, written through the ``tensorboard`` package's ``EventFileWriter``;
 * ``write_tf2_histogram``: TF2 ``histograms`` plugin tensors (k×3 rows of left edge, right edge,
   count): ``uniform=True`` as ``tf.summary.histogram`` writes them (30 buckets over [min, max]),
-  ``uniform=False`` with TF1's exponential buckets as rows, empty ones at both ends included.
+  ``uniform=False`` with TF1's exponential buckets as rows, empty ones at both ends included;
+* ``write_tf2_summary_histogram`` and ``write_tf1_summary_histogram``: the same, written by TensorFlow
+  itself (``tf.summary.histogram``; ``tf.compat.v1.summary.histogram`` run in a graph and written by
+  ``tf.compat.v1.summary.FileWriter``, TF's C++ ``Histogram``). They need tensorflow, and date their
+  events when they run.
 
 Each writes one tag, ``HISTOGRAM_TAG``, at steps 0.. of the given samples, and returns nothing: the
 samples are the expectation.
@@ -23,7 +27,8 @@ from typing import List, Sequence
 import numpy as np
 
 __all__ = ['HISTOGRAM_TAG', 'tf1_bucket_limits', 'tf1_histogram_proto', 'write_tbx_histogram',
-           'write_torch_histogram', 'write_tf1_histogram', 'write_tf2_histogram', 'known_samples']
+           'write_torch_histogram', 'write_tf1_histogram', 'write_tf2_histogram', 'write_tf1_summary_histogram',
+           'write_tf2_summary_histogram', 'known_samples']
 
 HISTOGRAM_TAG = 'weights'
 _START_TIME = 1_700_000_000.0
@@ -136,3 +141,30 @@ def write_tf2_histogram(directory: str, samples: Sequence[np.ndarray], uniform: 
                 metadata=histogram_metadata.create_summary_metadata(HISTOGRAM_TAG, None))
         writer.add_event(_summary_event(value, step))
     writer.close()
+
+
+def write_tf2_summary_histogram(directory: str, samples: Sequence[np.ndarray]) -> None:
+    """TF2's ``tf.summary.histogram`` (30 uniform buckets over [min, max]) through TF's own file writer."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default():
+        for step, values in enumerate(samples):
+            tf.summary.histogram(HISTOGRAM_TAG, values, step=step)
+    writer.close()
+
+
+def write_tf1_summary_histogram(directory: str, samples: Sequence[np.ndarray]) -> None:
+    """TF1's ``tf.compat.v1.summary.histogram`` op, run in a graph session: a ``HistogramProto`` with TF's
+    exponential buckets, written by ``tf.compat.v1.summary.FileWriter``."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        values = v1.placeholder(tf.float64, shape=[None])
+        summary = v1.summary.histogram(HISTOGRAM_TAG, values)
+        writer = v1.summary.FileWriter(directory)
+        with v1.Session() as session:
+            for step, sample in enumerate(samples):
+                writer.add_summary(session.run(summary, {values: sample}), step)
+        writer.close()

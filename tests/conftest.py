@@ -1,6 +1,7 @@
 """Shared pytest fixtures. Servers are session-scoped (started once, stopped at the end, even on failure)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -73,6 +74,25 @@ def eight_run_logdir(tmp_path_factory):
         expected[(run, None)] = write_tbx(os.path.join(root, run), ('loss', 'acc'), 30, salt=10 + i,
                                           start_time=1_700_100_000.0 + 1000 * i)
     return root, expected
+
+
+@pytest.fixture(scope='session')
+def tensorflow_zoo(tmp_path_factory):
+    """The directory ``samples.tensorflow_zoo`` filled: a Keras run and TF1/TF2 histograms written by
+    TensorFlow itself, in one subprocess (TensorFlow's import, ~20 s, is paid once a session and stays
+    out of the test process)."""
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec('tensorflow') is None:
+        pytest.fail('tensorflow-cpu is a dev dependency (setup.py dev extra): install it to run this test')
+    root = tmp_path_factory.mktemp('tensorflow_zoo')
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    written = subprocess.run([sys.executable, '-m', 'samples.tensorflow_zoo', str(root)], cwd=repo_root,
+                             env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}, capture_output=True, text=True,
+                             timeout=300)
+    assert written.returncode == 0, written.stderr[-3000:]
+    return root
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@ and quantiles, for every writer family; the exact source buckets are kept beside
 
 Unit level: the re-binning (``connectors.aim_objects.uniform_buckets``). End to end: histograms of
 known samples written by tensorboardX, PyTorch, TF1-style protos and TF2-style tensors
-(``samples.tensorboard_histograms``), converted by ``pipelines.tf_to_aim.run`` and read back through
-Aim's SDK, the exact buckets compared with TensorBoard's own ``EventAccumulator``.
+(``samples.tensorboard_histograms``) and by TensorFlow itself (TF1's and TF2's summary ops), converted by
+``pipelines.tf_to_aim.run`` and read back through Aim's SDK, the exact buckets compared with TensorBoard's
+own ``EventAccumulator``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from connectors.aim_objects import REBIN_BUCKETS, distribution_buckets, to_distribution, uniform_buckets
 from samples.tensorboard_histograms import (HISTOGRAM_TAG, known_samples, write_tbx_histogram, write_tf1_histogram,
                                             write_tf2_histogram, write_torch_histogram)
+from samples.tensorflow_zoo import HISTOGRAM_LOGDIR
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -85,21 +87,12 @@ def _accumulated_buckets(run_dir: str):
     return out
 
 
-@pytest.mark.slow
-def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
+def _assert_drawn_as_the_samples(repo_path, logdir, samples):
+    """Every run's histogram, read back through Aim's SDK, drawn with each sample's mean and quantiles to
+    within one bucket, its total the sample's size, and its exact buckets TensorBoard's; returns the
+    run names seen."""
     from aim import Repo
     from aim.storage.context import Context
-
-    from pipelines import tf_to_aim
-
-    if importlib.util.find_spec('torch') is None:
-        pytest.fail('torch is a dev dependency (setup.py dev extra): install it to run this test')
-    samples = known_samples()
-    logdir, repo_path = tmp_path / 'logs', tmp_path / 'repo'
-    for name, write in _WRITERS.items():
-        write(str(logdir / name), samples)
-    assert tf_to_aim.run(['--logdir', str(logdir), '--repo', str(repo_path),
-                          '--skipped', str(tmp_path / 'skipped.jsonl')]) == 0
 
     repo = Repo.from_path(str(repo_path))
     seen = set()
@@ -124,4 +117,32 @@ def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
             assert exact_counts.tolist() == want_counts, where
             np.testing.assert_allclose(exact_edges, want_edges, rtol=1e-6)
         seen.add(run.name)
-    assert seen == set(_WRITERS)
+    return seen
+
+
+@pytest.mark.slow
+def test_histograms_read_back_with_the_samples_mean_and_quantiles(tmp_path):
+    from pipelines import tf_to_aim
+
+    if importlib.util.find_spec('torch') is None:
+        pytest.fail('torch is a dev dependency (setup.py dev extra): install it to run this test')
+    samples = known_samples()
+    logdir, repo_path = tmp_path / 'logs', tmp_path / 'repo'
+    for name, write in _WRITERS.items():
+        write(str(logdir / name), samples)
+    assert tf_to_aim.run(['--logdir', str(logdir), '--repo', str(repo_path),
+                          '--skipped', str(tmp_path / 'skipped.jsonl')]) == 0
+    assert _assert_drawn_as_the_samples(repo_path, logdir, samples) == set(_WRITERS)
+
+
+@pytest.mark.slow
+def test_histograms_written_by_tensorflow_read_back_with_the_samples_mean_and_quantiles(tensorflow_zoo, tmp_path):
+    """TensorFlow's own writers: TF2 ``tf.summary.histogram`` (30 uniform buckets, stored as they are) and
+    TF1's ``tf.compat.v1.summary.histogram`` op (a ``HistogramProto`` of TF's C++ exponential buckets,
+    re-binned)."""
+    from pipelines import tf_to_aim
+
+    logdir, repo_path = tensorflow_zoo / HISTOGRAM_LOGDIR, tmp_path / 'repo'
+    assert tf_to_aim.run(['--logdir', str(logdir), '--repo', str(repo_path),
+                          '--skipped', str(tmp_path / 'skipped.jsonl')]) == 0
+    assert _assert_drawn_as_the_samples(repo_path, logdir, known_samples()) == {'tf1_summary', 'tf2_summary'}
