@@ -72,6 +72,9 @@ class RunSequences:
 
     def __init__(self, run, origin: str, on_skip: Callable[[Skip], None]):
         self.run = run
+        # a seqs container this write created holds no old points: sequences go in without range deletes
+        # (``_LocalRun.fresh_seqs``; see the note there on what range tombstones cost)
+        self._fresh = bool(getattr(run, 'fresh_seqs', False))
         self.origin = origin
         self.on_skip = on_skip
         self._sequences: Dict[Tuple[str, str, str], _Sequence] = {}
@@ -201,7 +204,8 @@ class RunSequences:
             sequence.any_number = True
         if sequence.prefix is not None:
             if first:
-                storage.delete_range(self._batch, sequence.prefix)
+                if not self._fresh:
+                    storage.delete_range(self._batch, sequence.prefix)
                 storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
             storage.metric_records(self._batch, sequence.prefix, steps, values, times)
             self._commit_if_large()
@@ -228,7 +232,8 @@ class RunSequences:
             sequence.high = max(sequence.high, max(numbers))
             sequence.any_number = True
         if first:
-            storage.delete_range(self._batch, sequence.prefix)
+            if not self._fresh:
+                storage.delete_range(self._batch, sequence.prefix)
             storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
         storage.few_metric_records(self._batch, sequence.prefix, steps, values, times)
         self._commit_if_large()
@@ -313,7 +318,7 @@ class RunSequences:
         if sequence.prefix is not None:
             for step in repeated:  # a step written before: its old object (maybe a longer list) goes
                 storage.delete_range(self._batch, sequence.prefix + storage.encode_path(('val', step)))
-            storage.assignment(self._batch, sequence.prefix, value, replace=first)
+            storage.assignment(self._batch, sequence.prefix, value, replace=first and not self._fresh)
             storage.array_flags(self._batch, sequence.prefix, storage.OBJECT_ARRAYS)
             self._commit_if_large()
         else:

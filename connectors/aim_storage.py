@@ -240,20 +240,22 @@ class MetaWrites:
     """A write-only view of a subtree of a run's meta container: ``tree[path] = value`` adds the records
     ``ContainerTreeView`` would commit (``assignment``) to the run's meta ``RecordBatch``, committed when
     the batch grows large and when the run closes. Through Aim's trees each assignment (about five per
-    sequence) is its own commit."""
+    sequence) is its own commit. ``replace=False`` leaves out each assignment's range deletes, for a
+    container this write created (nothing to delete; a write assigns each path once)."""
 
-    __slots__ = ('_batch', '_prefix')
+    __slots__ = ('_batch', '_prefix', '_replace')
 
-    def __init__(self, batch: RecordBatch, prefix: bytes):
+    def __init__(self, batch: RecordBatch, prefix: bytes, replace: bool = True):
         self._batch = batch
         self._prefix = prefix
+        self._replace = replace
 
     def __setitem__(self, path, value) -> None:
         if path is Ellipsis:
             path = ()
         elif not isinstance(path, (tuple, list)):
             path = (path,)
-        assignment(self._batch, self._prefix + encode_path(path), value)
+        assignment(self._batch, self._prefix + encode_path(path), value, replace=self._replace)
         if self._batch.size >= COMMIT_BYTES:
             self._batch.commit()
 

@@ -79,9 +79,8 @@ def test_per_point_path_writes_every_kind_as_the_source_holds_it(tmp_path):
 
 
 def test_object_check_tells_a_wrong_image_or_histogram(tmp_path):
-    import connectors.aim_objects  # noqa: F401  registers the converters
     from benchmarks.run import _object_differs
-    from connectors.aim_sink import OBJECT_CONVERTERS
+    from connectors.aim_objects import OBJECT_CONVERTERS
 
     root, _ = bench.ensure_logdir(str(tmp_path), 1)
     checked = set()

@@ -315,8 +315,7 @@ def test_bulk_sequences_equal_per_point_track_key_by_key(tmp_path):
     """Metric sequences (NaN, infinities, huge values included) and object sequences (text,
     distributions, images with one and several samples a step), each written in one batch, leave
     exactly the RocksDB keys and values of one ``RunTracker._track`` call per point."""
-    import connectors.aim_objects  # noqa: F401
-    from connectors.aim_sink import OBJECT_CONVERTERS
+    from connectors.aim_objects import OBJECT_CONVERTERS
 
     rich = _rich_run('objects')
     images = Series('image', 'samples', {'subset': 'validate'})
