@@ -431,7 +431,11 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     index = _open_index(repo, len(hashes))
     for run_hash in hashes:
         if run_hash not in meta_records:
-            _index_from_container(repo, index.container, run_hash)
+            if repo.is_remote_repo:  # Aim's finalize, run by the server
+                repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
+                    .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
+            else:
+                _index_from_container(repo, index.container, run_hash)
     if meta_records:  # the same operations as finalize, from the kept records, in batches of runs
         index_container = index.container
         indexed = [run_hash for run_hash in hashes if run_hash in meta_records]
