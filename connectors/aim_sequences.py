@@ -204,9 +204,7 @@ class RunSequences:
             sequence.any_number = True
         if sequence.prefix is not None:
             if first:
-                if not self._fresh:
-                    storage.delete_range(self._batch, sequence.prefix)
-                storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
+                self._begin_metric(sequence)
             storage.metric_records(self._batch, sequence.prefix, steps, values, times)
             self._commit_if_large()
         else:
@@ -232,11 +230,16 @@ class RunSequences:
             sequence.high = max(sequence.high, max(numbers))
             sequence.any_number = True
         if first:
-            if not self._fresh:
-                storage.delete_range(self._batch, sequence.prefix)
-            storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
+            self._begin_metric(sequence)
         storage.few_metric_records(self._batch, sequence.prefix, steps, values, times)
         self._commit_if_large()
+
+    def _begin_metric(self, sequence: _Sequence) -> None:
+        """A metric sequence's first part in this write: its old points go (unless the container is new),
+        and its four subtrees are arrays."""
+        if not self._fresh:
+            storage.delete_range(self._batch, sequence.prefix)
+        storage.array_flags(self._batch, sequence.prefix, storage.METRIC_ARRAYS)
 
     def _set_whole_metric(self, sequence: _Sequence, steps: np.ndarray, values: np.ndarray,
                           times: np.ndarray) -> None:
