@@ -8,7 +8,7 @@ setup(
     name='runferry',
     version='0.1.0',
     description='Batch pipelines that migrate TensorBoard logs and MLflow runs into Aim, losslessly.',
-    packages=find_packages(include=['pipelines', 'transforms', 'connectors', 'samples']),
+    packages=find_packages(include=['runmodel', 'connectors', 'transforms', 'pipelines', 'samples']),
     python_requires='>=3.11,<3.12',
     install_requires=[
         BEAM,
@@ -43,6 +43,11 @@ setup(
             'tensorflow-cpu==2.21.0',
             # postgresql:// tracking URIs in tests (SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3)
             'psycopg[binary]==3.3.9',
+            # W&B's own writer of .wandb run files (offline mode) for the W&B source's tests, and its reader
+            # for the bench; runferry reads .wandb files itself
+            'wandb==0.31.0',
+            # the layering contract (.importlinter), checked in make test
+            'import-linter==2.17',
         ],
     },
 )

@@ -37,7 +37,7 @@ TAGS = ('loss', 'accuracy', 'lr', 'grad_norm')
 STEPS = 500  # 200 runs x 2 contexts x 4 tags x 500 steps = 800,000 scalar points
 START = 1_700_000_000.0
 STEP_SECONDS = 0.5
-# Aim's kinds as runferry names them (``transforms.series.METRIC``, ``transforms.plugins``)
+# Aim's kinds as runferry names them (``runmodel.METRIC``, ``transforms.plugins``)
 KINDS = ('metric', 'image', 'distribution')
 OBJECT_EVERY = 25
 OBJECT_STEPS = tuple(range(0, STEPS, OBJECT_EVERY))  # 20 steps: 200 runs x 2 contexts x 20 = 8,000 a kind

@@ -179,7 +179,7 @@ def _sample_files(logdir: str, runs: int) -> List[Tuple[str, str, str]]:
 def _decode(files: List[Tuple[str, str, str]]):
     """runferry's reader over the files: [(run, context, Series), ...] and the time it took."""
     from transforms.events import read_event_stream
-    from transforms.series import Series
+    from runmodel import Series
 
     started = time.perf_counter()
     out = []
@@ -225,7 +225,7 @@ def per_point_rate(files: List[Tuple[str, str, str]], repo_path: str) -> Dict[st
 
     from connectors.aim_objects import OBJECT_CONVERTERS
     from connectors.aim_sink import open_repo
-    from transforms.series import METRIC
+    from runmodel import METRIC
 
     decoded, _ = _decode(files)
     records: Dict[str, Dict[str, List[tuple]]] = {}  # run -> kind -> [(obj, wall_time, name, step, context)]

@@ -1,6 +1,6 @@
 """A run's sequences written into Aim chunk by chunk, so that memory is bounded by a chunk, not a run.
 
-A source hands a run over as chunks of ``Series`` (``transforms.series``): one chunk holds up to some
+A source hands a run over as chunks of ``Series`` (``runmodel``): one chunk holds up to some
 hundred thousand points of any of the run's sequences, and one sequence may continue over many chunks
 (a long pretraining log), or a chunk may hold thousands of one-point sequences (many tags). For each run,
 a ``RunSequences`` writes every chunk as it comes and keeps, per sequence, only what Aim's metadata needs
@@ -36,7 +36,7 @@ from aim.storage.rockscontainer import RocksContainer
 
 from connectors import aim_storage as storage
 from connectors.aim_objects import OBJECT_CONVERTERS
-from transforms.series import METRIC, SUPERSEDED_REASON, Series, Skip, context_key
+from runmodel import METRIC, SUPERSEDED_REASON, Series, Skip, context_key
 
 __all__ = ['RunSequences']
 

@@ -45,7 +45,7 @@ from connectors import aim_storage as storage
 from connectors import disk_guard
 from connectors.aim_objects import OBJECT_CONVERTERS
 from connectors.aim_sequences import RunSequences
-from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
+from runmodel import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['run_hash_for', 'open_repo', 'is_remote', 'AimRunWriter', 'WrittenRun', 'RunProps', 'index_runs',
            'materialize', 'IndexBusy', 'OBJECT_CONVERTERS']

@@ -24,9 +24,13 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional
 import fsspec
 
 from connectors.retry import RetriesExhausted, call_with_retry, is_transient, one_line
-from transforms.classify import is_event_file
 
-__all__ = ['EventFileSource', 'SourceError', 'RetryingFile', 'MISSING_EXTRAS']
+__all__ = ['EventFileSource', 'SourceError', 'RetryingFile', 'MISSING_EXTRAS', 'is_event_file']
+
+
+def is_event_file(name: str) -> bool:
+    """TensorBoard event files: ``events.out.tfevents.<time>.<host>...`` (any name holding 'tfevents')."""
+    return 'tfevents' in posixpath.basename(name)
 
 # protocol -> (package, runferry extra that installs it)
 MISSING_EXTRAS = {'gs': ('gcsfs', 'gcs'), 'gcs': ('gcsfs', 'gcs'), 's3': ('s3fs', 's3'), 's3a': ('s3fs', 's3')}

@@ -12,7 +12,7 @@ from connectors.tfrecord import Record, iter_records
 from pipelines import tf_to_aim
 from samples.tensorboard_logs import write_tbx
 from transforms.classify import EventFileAssignment
-from transforms.series import Skip
+from runmodel import Skip
 from transforms.tensorboard import ReadRunFn
 from tests.readback import read_metrics
 

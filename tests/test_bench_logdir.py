@@ -14,7 +14,7 @@ from benchmarks import logdir as bench
 from benchmarks.run import _sample_files, per_point_rate, verify_repo
 from connectors.aim_sink import index_runs
 from transforms.events import read_event_stream
-from transforms.series import Series
+from runmodel import Series
 
 
 def _decoded(root):

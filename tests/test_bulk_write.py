@@ -12,7 +12,7 @@ from aim.sdk.run import Run
 from aim.storage.context import Context
 
 from connectors.aim_sink import AimRunWriter, index_runs, open_repo, run_hash_for
-from transforms.series import METRIC, RunData, RunSpec, Series
+from runmodel import METRIC, RunData, RunSpec, Series
 
 Source = Dict[Tuple[str, str], List[Tuple[int, float, float]]]  # (name, context) -> [(step, value, time)]
 

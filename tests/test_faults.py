@@ -248,7 +248,7 @@ def test_s3_down_for_good_is_one_line_naming_the_logdir(s3_server, s3fs_client, 
 def test_s3_down_after_listing_makes_dead_letters_naming_the_file(s3fs_client, s3_proxy, seed_logdir, monkeypatch):
     """Once the pipeline runs, a file storage will not serve is a dead letter naming it, not a crash."""
     from transforms.classify import classify
-    from transforms.series import Skip
+    from runmodel import Skip
     from transforms.tensorboard import read_event_file
 
     setenv(monkeypatch, GIVE_UP, NO_LIBRARY_RETRIES)

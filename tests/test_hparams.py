@@ -5,7 +5,7 @@ from __future__ import annotations
 from connectors.event_files import EventFileSource
 from transforms.hparams import merge_in_context, merge_run_attributes
 from transforms.classify import classify
-from transforms.series import Series, Skip
+from runmodel import Series, Skip
 from transforms.tensorboard import data_time_span, tensorboard_run_data
 
 

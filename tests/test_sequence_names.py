@@ -10,7 +10,7 @@ from samples.tensorboard_logs import write_tbx, write_tf2
 from tests.readback import assert_same_points, expected_metrics, read_metrics
 from transforms.mlflow import mlflow_run_data
 from transforms.sequence_names import hold_aim_names
-from transforms.series import METRIC, Series
+from runmodel import METRIC, Series
 
 
 @pytest.mark.parametrize('name', ['', 'a\udc80b', '\udcff'])

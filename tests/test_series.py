@@ -1,7 +1,7 @@
 """``merge_series``: one sequence from its parts, in step order, the last written point winning a step."""
 from __future__ import annotations
 
-from transforms.series import METRIC, Series, merge_series
+from runmodel import METRIC, Series, merge_series
 
 
 def _part(source, points):

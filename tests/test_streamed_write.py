@@ -13,7 +13,7 @@ from connectors.aim_sink import AimRunWriter, index_runs, materialize, open_repo
 from connectors.event_files import EventFileSource
 from connectors.tfrecord import frame
 from transforms.classify import EventFileAssignment
-from transforms.series import METRIC, SUPERSEDED_REASON, RunData, RunSpec, Series, Skip
+from runmodel import METRIC, SUPERSEDED_REASON, RunData, RunSpec, Series, Skip
 from transforms.tensorboard import tensorboard_run_data
 from tests.readback import read_metrics
 from tests.test_bulk_write import _container_items, _png

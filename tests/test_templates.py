@@ -248,7 +248,7 @@ def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(temp
     assert env['FLEX_TEMPLATE_PYTHON_PY_FILE'] == f'templates/{template}/launcher.py'
     assert env['FLEX_TEMPLATE_PYTHON_SETUP_FILE'] == 'setup.py'
     assert f'templates/{template}/launcher.py' in copied and 'templates/flex_args.py' in copied
-    assert 'setup.py' in copied and {'pipelines', 'transforms', 'connectors'} <= set(copied)
+    assert 'setup.py' in copied and {'runmodel', 'connectors', 'transforms', 'pipelines'} <= set(copied)
 
 
 # ------------------------------------------------------------------------------ launcher, end to end

@@ -33,16 +33,13 @@ import posixpath
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from connectors.event_files import is_event_file
+
 __all__ = ['EventFileAssignment', 'Plan', 'classify', 'is_event_file', 'non_event_kind', 'run_name',
            'look_like_runs', 'LAYOUTS', 'AIM', 'FLAT', 'TENSORBOARD']
 
 AIM, FLAT, TENSORBOARD = 'aim', 'flat', 'tensorboard'
 LAYOUTS = (AIM, FLAT, TENSORBOARD)
-
-
-def is_event_file(name: str) -> bool:
-    """TensorBoard event files: ``events.out.tfevents.<time>.<host>...`` (any name holding 'tfevents')."""
-    return 'tfevents' in posixpath.basename(name)
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -21,7 +21,7 @@ from tensorboard.util import tensor_util
 
 from connectors.tfrecord import Problem, RecordBatch, iter_record_batches
 from transforms.scalar_columns import SCALAR_TENSOR, SIMPLE_VALUE, ScalarColumns, match_scalars
-from transforms.series import METRIC, Series, Skip
+from runmodel import METRIC, Series, Skip
 
 __all__ = [
     'UnsupportedValue', 'decode_value', 'EventDecoder', 'read_event_stream', 'tensor_to_ndarray',

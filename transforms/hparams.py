@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from transforms.series import Series, Skip
+from runmodel import Series, Skip
 
 __all__ = ['merge_run_attributes', 'merge_in_context', 'context_label', 'BY_CONTEXT_SUFFIX', 'OWN_FILES']
 

@@ -22,7 +22,7 @@ from apache_beam.pvalue import TaggedOutput
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
 from transforms.runs import NAMESPACE, WriteRunsFn
 from transforms.sequence_names import hold_aim_names
-from transforms.series import METRIC, RunData, RunSpec, Series, Skip, merge_series
+from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
            'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links', 'run_identity',

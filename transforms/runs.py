@@ -13,7 +13,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.disk_guard import is_no_space, repo_full
 from connectors.retry import call_with_retry
-from transforms.series import RunData, Skip
+from runmodel import RunData, Skip
 
 __all__ = ['WriteRunsFn', 'IndexRunsFn', 'NAMESPACE']
 

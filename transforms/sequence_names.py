@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 from connectors.aim_names import aim_sequence_name_problem
-from transforms.series import Series, Skip
+from runmodel import Series, Skip
 
 __all__ = ['hold_aim_names']
 

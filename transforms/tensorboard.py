@@ -26,7 +26,7 @@ from transforms.events import read_event_stream
 from transforms.hparams import merge_run_attributes
 from transforms.runs import WriteRunsFn, NAMESPACE
 from transforms.sequence_names import hold_aim_names
-from transforms.series import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
+from runmodel import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
            'data_time_span', 'SKIPPED']
