@@ -21,7 +21,6 @@ from aim.sdk.repo import Repo
 from aim.storage import encoding as _encoding
 from aim.storage.rockscontainer import RocksContainer
 
-from connectors import disk_guard
 from connectors.aim_local_run import unpack_records
 from connectors.aim_repo import open_repo, utc_datetime
 from connectors.aim_version import write_path
@@ -57,7 +56,6 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     if it stays held, ``IndexBusy`` is raised after the props are written: the runs are complete, and
     ``aim up``'s index manager indexes them itself (as it does runs written by Aim's own ``Run``, which
     never writes the index): every few seconds it indexes each run directory newer than its index."""
-    disk_guard.install()
     hashes = sorted(set(run_hashes))
     repo = open_repo(repo_uri, create=False)
     props = sorted(props, key=lambda p: p.hash)

@@ -9,6 +9,8 @@ import pytz
 
 from aim.sdk.repo import Repo
 
+from connectors import disk_guard
+
 __all__ = ['open_repo', 'is_remote', 'utc_datetime']
 
 
@@ -17,6 +19,9 @@ def is_remote(repo: str) -> bool:
 
 
 def open_repo(repo: str, create: bool = True) -> Repo:
+    """The repo, with every RocksDB database this process opens for writing set to fail on a full disk
+    instead of hanging (``connectors.disk_guard``)."""
+    disk_guard.install()
     if is_remote(repo):
         return Repo.from_path(repo)
     return Repo.from_path(os.path.abspath(repo), init=create)

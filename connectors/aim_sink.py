@@ -27,7 +27,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from aim.sdk.run import BasicRun
 
-from connectors import disk_guard
 from connectors.aim_index import IndexBusy, RunProps, index_runs
 from connectors.aim_local_run import LocalRun
 from connectors.aim_objects import OBJECT_CONVERTERS
@@ -49,10 +48,11 @@ logger = logging.getLogger(__name__)
 class WrittenRun:
     hash: str
     points: Dict[str, int]  # by kind
-    props: Optional[RunProps]  # None when already written (remote repos: by the server)
-    # every record of the run's meta container as written, for the repo index (local repos only), packed
-    # by ``connectors.aim_local_run.pack_records``: one small bytes object a run (as Python objects, the records of a few hundred
-    # runs held for the index step fragmented the heap by ~0.4 MB a run)
+    props: Optional[RunProps]  # None when already written (by Aim's SDK: remote repos, Aim's API path)
+    # every record of the run's meta container as written, for the repo index (the storage path on local
+    # repos only), packed by ``connectors.aim_local_run.pack_records``: one small bytes object a run (as
+    # Python objects, the records of a few hundred runs held for the index step fragmented the heap by
+    # ~0.4 MB a run)
     meta_records: Optional[bytes] = None
     superseded: int = 0  # points read and not written: a later point at the same step won
     contexts: Tuple[str, ...] = ()  # the contexts of the run's sequences
@@ -73,7 +73,6 @@ class AimRunWriter:
         self.repo = open_repo(repo, create=False)  # created by the launcher; init here would race
         # storage path or Aim's API (connectors.aim_version: its warning is logged here, once a process)
         self.through_api = write_path().through_api
-        disk_guard.install()  # RocksDB databases opened for writing fail on a full disk instead of hanging
         self._opening: Dict[str, concurrent.futures.Future] = {}
         self._opener: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
@@ -107,18 +106,20 @@ class AimRunWriter:
         """Write (or rewrite) one run, reading its series chunk by chunk as they are written (memory is
         bounded by a chunk, not by the run). Dead letters met while reading, and one per sequence with
         superseded points, go to ``on_skip``. None when a streamed source (event files) held no point at
-        all: the run is not created (a run given whole, as MLflow's, is written even without a point). On a local repo the run's SQLite props are returned, not written (``index_runs``)."""
+        all: the run is not created (a run given whole, as MLflow's, is written even without a point). On
+        the storage path to a local repo the run's SQLite props are returned, not written (``index_runs``)."""
         on_skip = on_skip or (lambda skip: None)
-        spec = data.spec
-        run_hash = run_hash_for(spec.identity)
+        run_hash = run_hash_for(data.spec.identity)
         if self.through_api:
             return self._write_through_api(run_hash, data, on_skip)
         if self.repo.is_remote_repo:
-            whole, superseded = materialize(data, on_skip)
-            if whole is None:
-                return None
-            return WrittenRun(run_hash, self._write_with_aim_run(run_hash, whole), None, superseded=superseded,
-                              contexts=tuple(sorted({str(s.context) for s in whole.series})))
+            return self._write_remote(run_hash, data, on_skip)
+        return self._write_local(run_hash, data, on_skip)
+
+    def _write_local(self, run_hash: str, data: RunData, on_skip: Callable[[Skip], None]) -> Optional[WrittenRun]:
+        """The storage path into a local repo: the run's containers (opened ahead by ``prepare``, or
+        now) written chunk by chunk as RocksDB write batches."""
+        spec = data.spec
         opening = self._opening.pop(run_hash, None)
         # an open that failed raises here, and the write's retry opens the run in line
         run = opening.result() if opening is not None else LocalRun(self.repo, run_hash)
@@ -146,8 +147,16 @@ class AimRunWriter:
         return WrittenRun(run_hash, written, props, run.meta_records, superseded=sequences.superseded,
                           contexts=sequences.contexts)
 
+    def _write_remote(self, run_hash: str, data: RunData, on_skip: Callable[[Skip], None]) -> Optional[WrittenRun]:
+        """The storage path into an ``aim://`` repo: the run merged whole (``materialize``), written
+        through Aim's ``BasicRun`` and its trees, each sequence in one ``TreeView.set``."""
+        whole, superseded = materialize(data, on_skip)
+        if whole is None:
+            return None
+        return WrittenRun(run_hash, self._write_with_aim_run(run_hash, whole), None, superseded=superseded,
+                          contexts=tuple(sorted({str(s.context) for s in whole.series})))
+
     def _write_with_aim_run(self, run_hash: str, data: RunData) -> Dict[str, int]:
-        """A run given whole (``materialize``), through Aim's ``BasicRun`` and its trees (remote repos)."""
         spec = data.spec
         run = open_sdk_run(self.repo, run_hash, spec.creation_time)
         try:
