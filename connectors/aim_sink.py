@@ -62,7 +62,7 @@ class AimRunWriter:
     """Writes whole runs into one repo. One instance per worker; runs are written one at a time.
 
     ``prepare(data)`` begins opening a run's containers in a background thread, for a ``write`` of it
-    that comes later (``transforms.runs.WriteRunsFn`` prepares each run one write ahead). Creating a
+    that comes later (``transforms.aim_write.WriteRunsFn`` prepares each run one write ahead). Creating a
     RocksDB database is mostly waiting for the disk (a dozen fsyncs per database, two databases a run):
     measured with two workers on two cores, a run's write took 116-123 ms opened in line and 87-94 ms
     opened ahead, for the same CPU time. The open releases the GIL, so it overlaps the previous run's
