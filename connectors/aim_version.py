@@ -19,7 +19,7 @@ import os
 from typing import Mapping, Optional
 
 __all__ = ['TESTED_VERSIONS', 'WRITE_PATH_ENV', 'WritePath', 'choose_write_path', 'installed_versions',
-           'write_path']
+           'write_path', 'check_setting']
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ class WritePath:
 def choose_write_path(installed: Mapping[str, Optional[str]], setting: Optional[str]) -> WritePath:
     """The write path for the ``installed`` versions ({package: version or None}) and the value of
     ``RUNFERRY_AIM_WRITE_PATH`` (None when unset). An unknown setting is a ``ValueError`` naming it."""
-    setting = (setting or 'auto').strip().lower()
-    if setting not in _SETTINGS:
-        raise ValueError(f'{WRITE_PATH_ENV}={setting!r} is not one of: {", ".join(_SETTINGS)}')
+    setting = _valid_setting(setting)
     untested = [f'{package} {installed.get(package)} is not the tested {tested}'
                 for package, tested in TESTED_VERSIONS.items() if installed.get(package) != tested]
     if untested:
@@ -49,6 +47,19 @@ def choose_write_path(installed: Mapping[str, Optional[str]], setting: Optional[
     if setting == 'api':
         return WritePath(True, f"{WRITE_PATH_ENV}=api: writing through Aim's API, slower")
     return WritePath(False)
+
+
+def _valid_setting(setting: Optional[str]) -> str:
+    normalized = (setting or 'auto').strip().lower()
+    if normalized not in _SETTINGS:
+        raise ValueError(f'{WRITE_PATH_ENV}={setting!r} is not one of: {", ".join(_SETTINGS)}')
+    return normalized
+
+
+def check_setting() -> None:
+    """``RUNFERRY_AIM_WRITE_PATH`` as this process has it: a ``ValueError`` naming a value that is not
+    one of ``auto``, ``api`` (for the launcher: before any work, without loading Aim)."""
+    _valid_setting(os.environ.get(WRITE_PATH_ENV))
 
 
 def installed_versions() -> dict:

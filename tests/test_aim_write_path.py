@@ -35,6 +35,20 @@ def test_the_tested_versions_take_the_storage_path_and_any_other_aims_api():
         choose_write_path(TESTED_VERSIONS, 'bytes')
 
 
+def test_a_bad_write_path_setting_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from pipelines import tf_to_aim
+    from samples.tensorboard_logs import write_tbx
+
+    write_tbx(str(tmp_path / 'logs' / 'run'), ('loss',), 3)
+    monkeypatch.setenv(WRITE_PATH_ENV, 'bytes')
+    with pytest.raises(SystemExit) as exit_info:
+        tf_to_aim.run(['--logdir', str(tmp_path / 'logs'), '--repo', str(tmp_path / 'repo')])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"{WRITE_PATH_ENV}='bytes' is not one of: auto, api"), err
+    assert not (tmp_path / 'repo').exists()
+
+
 # ----------------------------------------------------------------------------------------- the run hash
 
 def test_a_chosen_hash_goes_to_the_calling_thread_once_and_aims_function_comes_back():

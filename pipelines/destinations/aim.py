@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 
+from connectors.aim_version import check_setting
 from connectors.redact import mask_text, mask_uri
 from pipelines.common import UsageError
 from pipelines.seam import Destination
@@ -42,6 +43,10 @@ class AimDestination(Destination):
         return cls(args.repo)
 
     def check(self, early: Any = None) -> None:
+        try:  # RUNFERRY_AIM_WRITE_PATH (connectors.aim_version): a bad value stops here, not in a worker
+            check_setting()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         check_repo_writable(self.repo, early)
 
     def describe(self) -> str:
