@@ -64,7 +64,8 @@ class _Sequence:
 
 
 class RunSequences:
-    """Writes one run's chunks of series into an open run (``_LocalRun`` or ``aim.Run``'s ``BasicRun``).
+    """Writes one run's chunks of series into an open run (``connectors.aim_local_run.LocalRun``, or
+    ``aim.Run``'s ``BasicRun`` on ``aim://`` repos).
 
     ``write(chunk)`` per chunk, then ``finish()`` once: it writes the metadata and returns the points
     written by kind. ``on_skip`` receives a dead letter per sequence with superseded points; ``origin``
@@ -73,7 +74,7 @@ class RunSequences:
     def __init__(self, run, origin: str, on_skip: Callable[[Skip], None]):
         self.run = run
         # a seqs container this write created holds no old points: sequences go in without range deletes
-        # (``_LocalRun.fresh_seqs``; see the note there on what range tombstones cost)
+        # (``connectors.aim_local_run.LocalRun.fresh_seqs``; see the note there on what range tombstones cost)
         self._fresh = bool(getattr(run, 'fresh_seqs', False))
         self.origin = origin
         self.on_skip = on_skip

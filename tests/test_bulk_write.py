@@ -224,9 +224,9 @@ def _rich_run(identity: str) -> RunData:
 
 
 def test_local_fast_path_leaves_the_tree_aim_run_leaves(tmp_path):
-    """``_LocalRun`` (local repos) skips ``aim.Run``; the RocksDB keys and values it leaves, and the
-    props the SDK shows after ``index_runs``, must be those of the ``aim.Run`` path (used for remote
-    repos), byte for byte, including a re-write of the same run."""
+    """``LocalRun`` (``connectors.aim_local_run``, local repos) skips ``aim.Run``; the RocksDB keys and
+    values it leaves, and the props the SDK shows after ``index_runs``, must be those of the ``aim.Run``
+    path (used for remote repos), byte for byte, including a re-write of the same run."""
     fast_repo, aim_run_repo = str(tmp_path / 'fast'), str(tmp_path / 'aim_run')
     data = _rich_run('run-everything')
     earlier = _rich_run('run-everything')
