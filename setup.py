@@ -8,7 +8,7 @@ setup(
     name='runferry',
     version='0.1.0',
     description='Batch pipelines that migrate TensorBoard logs and MLflow runs into Aim, losslessly.',
-    packages=find_packages(include=['runmodel', 'connectors', 'transforms', 'pipelines', 'samples']),
+    packages=find_packages(include=['runmodel', 'connectors', 'transforms', 'pipelines', 'pipelines.*', 'samples']),
     python_requires='>=3.11,<3.12',
     install_requires=[
         BEAM,
