@@ -41,8 +41,8 @@ def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 def add_shared_flags(parser: argparse.ArgumentParser, dry_run_help: str) -> None:
     """The flags of the run, the same for every entry point (after the source's and destination's)."""
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true', help=dry_run_help)
-    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in the working '
-                                                'directory)')
+    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in '
+                                          'the working directory)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
     parser.add_argument('--report', help='also write the final report as JSON to this path')
 

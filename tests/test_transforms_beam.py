@@ -75,6 +75,7 @@ def test_read_tensorboard_gives_the_runs_written_and_dead_letters_for_what_it_ca
 @pytest.fixture
 def mlflow_store(tmp_path):
     """A small SQLite store filled by MlflowClient: two runs in one experiment. Returns (uri, {run id: run})."""
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     uri = f'sqlite:///{tmp_path}/mlflow.db'
@@ -84,9 +85,8 @@ def mlflow_store(tmp_path):
     for index, name in enumerate(('first', 'second')):
         run = client.create_run(experiment, run_name=name, start_time=1_700_000_000_000 + index)
         metrics = [(step, float(step * (index + 1)) / 4, 1_700_000_000_000 + 1000 * step) for step in range(5)]
-        for step, value, millis in metrics:
-            client.log_metric(run.info.run_id, 'loss', value, timestamp=millis, step=step)
-        client.log_param(run.info.run_id, 'lr', str(0.1 * (index + 1)))
+        client.log_batch(run.info.run_id, params=[Param('lr', str(0.1 * (index + 1)))],
+                         metrics=[Metric('loss', value, millis, step) for step, value, millis in metrics])
         client.set_terminated(run.info.run_id, end_time=1_700_000_100_000)
         runs[run.info.run_id] = {'name': name, 'loss': [(s, v, round(m / 1000, 3)) for s, v, m in metrics],
                                  'params': {'lr': str(0.1 * (index + 1))}}
@@ -125,7 +125,6 @@ def _series(name, context, points):
 
 def test_write_to_aim_writes_indexed_runs_that_aims_sdk_reads_back(tmp_path):
     from pipelines.destinations.aim import AimDestination
-    from transforms.aim_write import WriteToAim
 
     repo = str(tmp_path / 'aim')
     destination = AimDestination(repo)
