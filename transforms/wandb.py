@@ -584,10 +584,15 @@ class WandbRun:
             yield Skip(url, 'empty .wandb file', 'file')
 
 
+_HEAD_RECORDS = 64  # W&B writes the run record second, after the header
+
+
 def read_run_head(source: EventFileSource, path: str) -> Optional[Any]:
-    """The first ``run`` record of a ``.wandb`` file (its project, for ``--project``), or None."""
+    """The ``run`` record among the first records of a ``.wandb`` file (its project and start), or None."""
     with source.open(path) as stream:
-        for item in iter_records(stream):
+        for count, item in enumerate(iter_records(stream)):
+            if count >= _HEAD_RECORDS:
+                break
             if item.__class__ is not Problem and item[1].WhichOneof('record_type') == 'run':
                 return item[1].run
     return None
@@ -606,27 +611,38 @@ class ReadWandbRunFn(beam.DoFn):
         self.counters = ReadCounters()
         self.runs_filtered = Metrics.counter(NAMESPACE, 'runs_filtered')
 
+    def _head(self, path: str) -> Optional[Any]:
+        try:
+            return read_run_head(self.source, path)
+        except OSError:
+            return None  # the stream reports it when it reads the file
+
     def process(self, element: Tuple[str, List[str]]):
         run_id, paths = element
-        if self.projects is not None:
-            project = None
-            for path in paths:
-                try:
-                    head = read_run_head(self.source, path)
-                except OSError:
-                    continue
-                if head is not None and head.project:
-                    project = head.project
-                    break
-            if project not in self.projects:
-                self.runs_filtered.inc()
-                if self.progress is not None:
-                    self.progress.record('files', len(paths))
-                return
+        if len(paths) > 1 or self.projects is not None:
+            heads = [self._head(path) for path in paths]
+            if self.projects is not None:
+                project = next((head.project for head in heads if head is not None and head.project), None)
+                if project not in self.projects:
+                    self.runs_filtered.inc()
+                    if self.progress is not None:
+                        self.progress.record('files', len(paths))
+                    return
+            paths = _by_start_time(paths, heads)
         origin = ' '.join(mask_uri(self.source.url(path)) for path in paths)
         spec = RunSpec(identity=f'wandb:{run_id}', name=run_id, experiment=DEFAULT_EXPERIMENT, origin=origin)
         yield RunData(spec, stream=WandbRun(self.source, run_id, paths, self.chunk_points, self.counters,
                                             self.progress))
+
+
+def _by_start_time(paths: List[str], heads: List[Optional[Any]]) -> List[str]:
+    """A resumed run's files in the order their runs started (each file's run record); if a file's run
+    record cannot be read, all keep the plan's order (their directories' times)."""
+    starts = [_seconds(head.start_time) if head is not None and head.HasField('start_time') else None
+              for head in heads]
+    if None in starts:
+        return list(paths)
+    return [path for _, _, path in sorted(zip(starts, range(len(paths)), paths))]
 
 
 def wandb_run_data(source: EventFileSource, run_id: str, paths: List[str], chunk_points: int = 100_000) -> RunData:
