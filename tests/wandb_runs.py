@@ -3,7 +3,7 @@ what was logged to them; plus an independent, minimal ``.wandb`` reader for comp
 
 ``write_wandb_runs(root)`` writes, under ``root``:
 
-* ``alpha`` (project ``vision``): 40 history rows with explicit ``_timestamp`` (scalars, a ``/`` in a
+* ``alpha`` (project ``vision``): 200 history rows with explicit ``_timestamp`` (scalars, a ``/`` in a
   key, nested keys, a string), images, histograms, a table, a list (not convertible), console lines,
   config (nested, and updated later), tags, notes, group, job type, a summary value, system metrics
   sampled every 0.2 s;
@@ -29,7 +29,9 @@ import zlib
 from typing import Any, Dict, List
 
 T0 = 1_700_000_000.0
-ALPHA_ROWS = 40
+ALPHA_ROWS = 200
+LONG_TEXT_STEP = 5
+LONG_TEXT = ''.join(chr(0x41 + i % 26) for i in range(70_000))  # a record spanning three blocks
 MEDIA_STEPS = (10, 20)
 TABLE_STEP = 30
 TABLE = {'columns': ['epoch', 'label', 'score'], 'data': [[1, 'cat', 0.5], [2, 'dog, big', 0.75]]}
@@ -59,6 +61,8 @@ _ALPHA = _COMMON + textwrap.dedent('''
             row['phase'] = 'warmup'
         if i == 1:
             row['shape'] = [1, 2]
+        if i == %(long_step)d:
+            row['long'] = %(long)r
         if i in %(media)r:
             row['sample'] = wandb.Image(pixels(i), caption=f'step {i}')
             row['weights'] = wandb.Histogram(np_histogram=%(histogram)r)
@@ -72,7 +76,7 @@ _ALPHA = _COMMON + textwrap.dedent('''
     time.sleep(1.0)  # a few system metric samples
     run.finish()
 ''') % {'config': CONFIG, 'rows': ALPHA_ROWS, 'media': MEDIA_STEPS, 'histogram': HISTOGRAM,
-        'table_step': TABLE_STEP, 'columns': TABLE['columns'], 'data': TABLE['data']}
+        'table_step': TABLE_STEP, 'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
 
 _BETA = _COMMON + textwrap.dedent('''
     run = wandb.init(project='vision', name='beta', settings=wandb.Settings(x_disable_stats=True))
@@ -152,7 +156,7 @@ def expected_runs() -> Dict[str, Any]:
     return {
         'alpha': {'experiment': 'vision', 'metrics': alpha_metrics, 'state': 'finished', 'tags': ['baseline', 'cnn'],
                   'description': 'first try', 'config': {**CONFIG, 'late': 7}, 'group': 'g1', 'job_type': 'train',
-                  'entity': 'team'},
+                  'entity': 'team', 'texts': {'phase': [(0, 'warmup')], 'long': [(LONG_TEXT_STEP, LONG_TEXT)]}},
         'beta': {'experiment': 'vision', 'state': 'failed',
                  'metrics': {'loss': [(i, 10.0 + i, T0 + 100 + i) for i in range(5)]}},
         'resumed': {'experiment': 'nlp', 'state': 'finished', 'run_id': 'resumeme',
@@ -170,14 +174,15 @@ def alpha_pixels(step: int):
     return rng.randint(0, 256, size=(6 + step // 10, 7, 3), dtype=np.uint8)
 
 
-def reference_records(path: str) -> List[Any]:
+def reference_records(path: str, offsets: bool = False) -> List[Any]:
     """Every record of an intact ``.wandb`` file, by the plainest reading of the format (no damage
-    handling): an independent check of ``connectors.wandb_file``."""
+    handling): an independent check of ``connectors.wandb_file``. With ``offsets``: (offset of the
+    record's first chunk, offset past its last chunk, record)."""
     from wandb.proto import wandb_internal_pb2
 
     with open(path, 'rb') as f:
         data = f.read()
-    records, pending, offset = [], b'', 7
+    records, pending, offset, start = [], b'', 7, 7
     while offset + 7 <= len(data):
         if 32768 - offset % 32768 < 7:
             offset += 32768 - offset % 32768
@@ -188,11 +193,12 @@ def reference_records(path: str) -> List[Any]:
             break  # a file still being written ends here
         offset += 7 + length
         if kind in (1, 2):
-            pending = body
+            pending, start = body, offset - 7 - length
         else:
             pending += body
         if kind in (1, 4):
-            records.append(wandb_internal_pb2.Record.FromString(pending))
+            record = wandb_internal_pb2.Record.FromString(pending)
+            records.append((start, offset, record) if offsets else record)
     return records
 
 
