@@ -67,7 +67,7 @@ def test_bad_chunk_loses_its_block_only(wandb_runs):
     assert [offset for offset, _ in records] == [s for s, _, _ in expected]
 
 
-@pytest.mark.parametrize('cut', ['last record', 'spanning record', 'chunk header'])
+@pytest.mark.parametrize('cut', ['last record', 'spanning record', 'between chunks', 'chunk header'])
 def test_truncated_tail_keeps_everything_before(wandb_runs, cut):
     path = _alpha(wandb_runs[0])
     reference = reference_records(path, offsets=True)
@@ -78,6 +78,9 @@ def test_truncated_tail_keeps_everything_before(wandb_runs, cut):
     elif cut == 'spanning record':  # inside the record that spans blocks, in its second block
         index = max(range(len(reference)), key=lambda i: reference[i][1] - reference[i][0])
         size = reference[index][0] + BLOCK_SIZE + 100
+    elif cut == 'between chunks':  # at the end of the first chunk of the record that spans blocks
+        index = max(range(len(reference)), key=lambda i: reference[i][1] - reference[i][0])
+        size = (reference[index][0] // BLOCK_SIZE + 1) * BLOCK_SIZE
     else:  # three bytes into the chunk header of a record
         index = len(reference) // 2
         size = reference[index][0] + 3
