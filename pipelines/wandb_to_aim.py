@@ -1,6 +1,6 @@
 """W&B runs (``.wandb`` files, offline or synced) → Aim repo, as a Beam batch pipeline.
 
-    python -m pipelines.wandb_to_aim --wandb-dir DIR_OR_URL --repo AIM_REPO [--project NAME ...]
+    python -m pipelines.wandb_to_aim --wandb-dir DIR_OR_URL --repo AIM_REPO [--wandb-project NAME ...]
         [--dry-run] [--skipped PATH] [--strict] [--report PATH] [--storage-options JSON] [any Beam flag...]
 
 Flags this module does not know (``--runner``, ``--direct_num_workers``...) go to Beam untouched.

@@ -1,6 +1,6 @@
 """The W&B source: a directory (a local path or any fsspec URL) whose ``.wandb`` run files become runs.
 
-Its flags (``--wandb-dir``, ``--project``, ``--storage-options``), its plan (the directory listed once:
+Its flags (``--wandb-dir``, ``--wandb-project``, ``--storage-options``), its plan (the directory listed once:
 every ``run-<id>.wandb`` below it, offline and synced run directories alike, grouped by run id so a
 resumed run's files are one run; ``transforms.wandb.plan_wandb_runs``), its warning (the files under W&B's
 ``latest-run`` link, the same files again, are passed over), its dry run (runs → files) and its read
@@ -39,8 +39,10 @@ class WandbSource(Source):
         parser.add_argument('--wandb-dir', '--wandb_dir', dest='wandb_dir', required=True,
                             help='directory holding W&B run directories (wandb/offline-run-*, wandb/run-*) at any '
                                  'depth: a local path or any fsspec URL')
-        parser.add_argument('--project', action='append', dest='projects', metavar='NAME',
-                            help='convert only the runs of this W&B project (repeatable; default: every run)')
+        # not --project: Beam's GoogleCloudOptions (and Dataflow's launcher) pass --project, the Google Cloud project
+        parser.add_argument('--wandb-project', '--wandb_project', action='append', dest='wandb_projects',
+                            metavar='NAME', help='convert only the runs of this W&B project (repeatable; default: '
+                                                 'every run)')
         parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
                             help='JSON object passed to fsspec (e.g. {"anon": true})')
         parser.add_argument('--chunk-points', '--chunk_points', dest='chunk_points', type=int, default=100_000,
@@ -50,12 +52,12 @@ class WandbSource(Source):
     def from_args(cls, args: argparse.Namespace) -> 'WandbSource':
         if not args.wandb_dir.strip():
             raise UsageError('--wandb-dir is empty')
-        for project in args.projects or ():
+        for project in args.wandb_projects or ():
             if not project.strip():
-                raise UsageError('--project is empty')
+                raise UsageError('--wandb-project is empty')
         args.storage_options = parse_json_flag('--storage-options', args.storage_options)
         redact.remember(redact.secrets_of_options(args.storage_options))
-        return cls(args.wandb_dir, args.storage_options, args.projects, args.chunk_points)
+        return cls(args.wandb_dir, args.storage_options, args.wandb_projects, args.chunk_points)
 
     def plan(self) -> None:
         """List the directory once; one without any ``.wandb`` run file is a usage error."""
