@@ -237,6 +237,7 @@ class _RunState:
         self.start: Optional[float] = None
         self.last_time: Optional[float] = None
         self.exit_code: Optional[int] = None
+        self.runtime: Optional[float] = None  # seconds, from the exit record
         self.step_offsets: Dict[str, int] = {}
 
     def saw_time(self, wall_time: float) -> None:
@@ -244,6 +245,8 @@ class _RunState:
             self.last_time = wall_time
 
     def run_record(self, run) -> None:
+        """A run record begins each file: the run (re)starts, and only a later exit record ends it."""
+        self.exit_code = self.runtime = None
         self.name = run.display_name or self.name
         self.project = run.project or self.project
         self.entity = run.entity or self.entity
@@ -274,7 +277,11 @@ class _RunState:
         spec.description = self.notes
         spec.tags = list(self.tags)
         spec.creation_time = self.start if self.start is not None else spec.creation_time
-        spec.end_time = self.last_time
+        # the last record's time; never before the start (a script may log _timestamp values of its own)
+        ends = [t for t in (self.last_time, self.start) if t is not None]
+        if self.start is not None and self.runtime is not None:
+            ends.append(self.start + self.runtime)
+        spec.end_time = max(ends) if ends else None
         attributes = {'wandb_run_id': self.run_id, 'wandb_files': origin,
                       'wandb_state': ('unfinished' if self.exit_code is None
                                       else 'finished' if self.exit_code == 0 else 'failed')}
@@ -365,6 +372,8 @@ class _FileReader:
 
     def _on_exit(self, offset: int, exit_record) -> None:
         self.state.exit_code = exit_record.exit_code
+        if exit_record.runtime:
+            self.state.runtime = float(exit_record.runtime)
 
     def _on_environment(self, offset: int, environment) -> None:
         from google.protobuf import json_format
