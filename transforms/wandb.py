@@ -118,22 +118,40 @@ def plan_wandb_runs(listing: Iterable[str]) -> WandbPlan:
 # ----------------------------------------------------------------------------------------- values
 
 def _item_path(item) -> Tuple[str, ...]:
-    return tuple(item.nested_key) if len(item.nested_key) else (item.key,)
+    nested = item.nested_key
+    if len(nested) == 1:  # the common case, and the cheapest to read from the proto
+        return (nested[0],)
+    return tuple(nested) if nested else (item.key,)
+
+
+def _json_value(text: str) -> Any:
+    """A ``value_json``: numbers (most values) through ``float``, the rest through ``json``."""
+    if not text:
+        return None
+    try:
+        number = float(text)  # JSON numbers, NaN and ±Infinity; never a string, list or object
+    except ValueError:
+        return json.loads(text)
+    if text.isdigit() or (text[0] == '-' and text[1:].isdigit()):
+        return int(text)
+    return number
+
+
+def _set_path(out: Dict[str, Any], path: Tuple[str, ...], value: Any) -> None:
+    target = out
+    for part in path[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[path[-1]] = value
 
 
 def unflatten(items) -> Dict[str, Any]:
     """W&B's history/summary/config items (``key`` or ``nested_key`` path, ``value_json``) → a nested dict."""
     out: Dict[str, Any] = {}
     for item in items:
-        path = _item_path(item)
-        value = json.loads(item.value_json) if item.value_json else None
-        target = out
-        for part in path[:-1]:
-            child = target.get(part)
-            if not isinstance(child, dict):
-                child = target[part] = {}
-            target = child
-        target[path[-1]] = value
+        _set_path(out, _item_path(item), _json_value(item.value_json))
     return out
 
 
@@ -184,10 +202,10 @@ def _packed_edges(packed: Dict[str, Any]) -> List[float]:
 def convert_value(value: Any, read_media) -> Tuple[str, Any]:
     """One history value → (kind, payload) as ``connectors.aim_objects`` takes it; ``read_media(path)``
     returns the bytes of a file under the run's ``files/``. Raises ``Unconverted``."""
+    if value.__class__ is float or value.__class__ is int:
+        return METRIC, float(value)
     if isinstance(value, bool) or value is None:
         raise Unconverted(f'{type(value).__name__} value')
-    if isinstance(value, (int, float)):
-        return METRIC, float(value)
     if isinstance(value, str):
         return TEXT, value
     if not isinstance(value, dict):
@@ -232,7 +250,8 @@ class _RunState:
         self.notes: Optional[str] = None
         self.tags: List[str] = []
         self.config: Dict[str, Any] = {}
-        self.summary: Dict[str, Any] = {}
+        self.summary_updates: Dict[Tuple[str, ...], Optional[str]] = {}  # path → value_json (None: removed)
+        self.summary_ancestors: set = set()
         self.environment: Dict[str, Any] = {}
         self.start: Optional[float] = None
         self.last_time: Optional[float] = None
@@ -266,9 +285,34 @@ class _RunState:
             _remove(self.config, _item_path(item))
 
     def summary_record(self, summary) -> None:
-        _merge(self.summary, unflatten(summary.update))
+        """Summary updates come with every logged row: kept as W&B's JSON text, by path (one set above a
+        path replaces it), and decoded once, into the final summary, at the end (``final_summary``)."""
+        updates = self.summary_updates
+        for item in summary.update:
+            path = self._summary_path(item)
+            updates[path] = item.value_json
         for item in summary.remove:
-            _remove(self.summary, _item_path(item))
+            updates[self._summary_path(item)] = None
+
+    def _summary_path(self, item) -> Tuple[str, ...]:
+        """The item's path, with the paths below it (replaced by it) dropped; the first time a path
+        deeper than one key is seen, its ancestors are noted, so that only they pay for the search."""
+        path = _item_path(item)
+        if path in self.summary_ancestors:
+            for below in [p for p in self.summary_updates if len(p) > len(path) and p[:len(path)] == path]:
+                del self.summary_updates[below]
+        elif len(path) > 1 and path not in self.summary_updates:
+            self.summary_ancestors.update(path[:k] for k in range(1, len(path)))
+        return path
+
+    def final_summary(self) -> Dict[str, Any]:
+        summary: Dict[str, Any] = {}
+        for path, text in self.summary_updates.items():
+            if text is None:
+                _remove(summary, path)
+            else:
+                _set_path(summary, path, _json_value(text))
+        return summary
 
     def fill(self, spec: RunSpec, origin: str) -> None:
         """The run's spec and attributes from what its records said."""
@@ -292,8 +336,9 @@ class _RunState:
                 attributes[key] = value
         if self.config:
             attributes['hparams'] = self.config
-        if self.summary:
-            attributes['wandb_summary'] = self.summary
+        summary = self.final_summary()
+        if summary:
+            attributes['wandb_summary'] = summary
         if self.environment:
             attributes['wandb_environment'] = self.environment
         if self.step_offsets:
@@ -423,11 +468,12 @@ class _FileReader:
         step = self.run.next_index(('stats',))
         for item in stats.item:
             try:
-                value = json.loads(item.value_json)
+                value = _json_value(item.value_json)
             except ValueError:
                 value = None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.run.append(METRIC, item.key, SYSTEM_CONTEXT, step, wall_time, float(value), self.url, offset)
+                self.run.append(METRIC, item.key, SYSTEM_CONTEXT, step, wall_time, float(value), self.url, offset,
+                                'system')
             else:
                 self.skip(f'system metric {item.key!r}: {type(value).__name__} value')
 
@@ -486,8 +532,9 @@ class WandbRun:
         return index
 
     def append(self, kind: str, name: str, context: Dict[str, Any], step: int, wall_time: float, payload: Any,
-               source: str, offset: int) -> None:
-        key = (kind, name, json.dumps(context, sort_keys=True), source)
+               source: str, offset: int, context_id: str = '') -> None:
+        """One point; ``context_id`` names ``context`` among the run's few (no JSON made per point)."""
+        key = (kind, name, context_id, source)
         series = self.columns.get(key)
         if series is None:
             series = self.columns[key] = Series(kind, name, dict(context), source=source)
@@ -506,7 +553,7 @@ class WandbRun:
         pieces = (held[0] + text).split('\n')
         for line in pieces[:-1]:
             self.append(TEXT, CONSOLE, {'stream': stream}, self.next_index((CONSOLE, stream)), held[1], line,
-                        held[2], held[3])
+                        held[2], held[3], stream)
             held[1], held[2], held[3] = wall_time, source, offset
         held[0] = pieces[-1]
         if not held[0]:
@@ -515,7 +562,7 @@ class WandbRun:
     def _flush_lines(self) -> None:
         for stream, (text, wall_time, source, offset) in sorted(self.lines.items()):
             self.append(TEXT, CONSOLE, {'stream': stream}, self.next_index((CONSOLE, stream)), wall_time, text,
-                        source, offset)
+                        source, offset, stream)
         self.lines.clear()
 
     def _take_chunk(self, stats: collections.Counter) -> List[Series]:
