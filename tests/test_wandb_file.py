@@ -15,7 +15,8 @@ from runmodel import Skip
 from tests.wandb_runs import LONG_TEXT, reference_records, wandb_files
 from transforms.wandb import wandb_run_data
 
-pytestmark = pytest.mark.slow  # the session's W&B runs are written by wandb itself (~30 s)
+# tests taking ``wandb_runs`` are slow: the session's W&B runs are written by wandb itself (~30 s)
+slow = pytest.mark.slow
 
 
 def _read(data: bytes):
@@ -27,6 +28,7 @@ def _alpha(root: str) -> str:
     return next(path for path in wandb_files(root) if '/alpha/' in path)
 
 
+@slow
 def test_reads_what_wandb_wrote(wandb_runs):
     root, _ = wandb_runs
     for path in wandb_files(root):
@@ -43,6 +45,7 @@ def test_reads_what_wandb_wrote(wandb_runs):
     assert longest.ByteSize() > 2 * BLOCK_SIZE and LONG_TEXT in str(longest)
 
 
+@slow
 def test_bad_chunk_loses_its_block_only(wandb_runs):
     """A byte flipped in a chunk mid-file: one problem at that chunk; every record before it and every
     record starting in a later block is kept."""
@@ -67,6 +70,7 @@ def test_bad_chunk_loses_its_block_only(wandb_runs):
     assert [offset for offset, _ in records] == [s for s, _, _ in expected]
 
 
+@slow
 @pytest.mark.parametrize('cut', ['last record', 'spanning record', 'between chunks', 'chunk header'])
 def test_truncated_tail_keeps_everything_before(wandb_runs, cut):
     path = _alpha(wandb_runs[0])
@@ -95,6 +99,7 @@ def test_not_a_wandb_file():
     assert _read(b'') == ([], [])
 
 
+@slow
 def test_truncated_run_gives_its_points_and_one_dead_letter(wandb_runs, tmp_path):
     """Through the run reader: a copy of alpha's file cut inside its last history rows keeps every point
     before the cut, and the report has one dead letter for the damage."""
@@ -122,3 +127,51 @@ def test_truncated_run_gives_its_points_and_one_dead_letter(wandb_runs, tmp_path
     assert len(record_skips) == 1 and 'cut short' in record_skips[0].reason
     assert points['loss'] == len(history) - 10
     assert data.spec.attributes['wandb_state'] == 'unfinished'
+
+
+def _summarize(data):
+    """A run as the sink would see it: (name, experiment, {sequence: points}, dead letters)."""
+    points, skips = collections.Counter(), 0
+    for item in data.items():
+        if isinstance(item, Skip):
+            skips += item.count
+            continue
+        for series in item:
+            points[f'{series.kind} {series.name}'] += len(series)
+    return data.spec.name, data.spec.experiment, points['metric loss'], skips
+
+
+@slow
+def test_read_wandb_under_test_pipeline(wandb_runs):
+    """``ReadWandb`` as a pipeline step: one ``RunData`` per W&B run id (the resumed run's two files are
+    one), read while consumed, with W&B's latest-run links passed over."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    import apache_beam as beam
+
+    from transforms.wandb import ReadWandb, plan_wandb_runs
+
+    root, expected = wandb_runs
+    source = EventFileSource(root)
+    plan = plan_wandb_runs(source.list_files())
+    assert plan.files_total == 5  # (fsspec's local listing does not follow the latest-run links)
+    with TestPipeline() as p:
+        read = p | ReadWandb(source, plan)
+        assert_that(read['runs'] | beam.Map(_summarize), equal_to([
+            ('alpha', 'vision', 200, 1), ('beta', 'vision', 5, 0), ('resumed', 'nlp', 10, 0), ('gamma', 'vision', 20, 0)]))
+        assert_that(read['skipped'], equal_to([]), label='NoSkipped')
+
+
+def test_plan_groups_files_by_run_id_and_passes_over_latest_run():
+    from transforms.wandb import plan_wandb_runs
+
+    listing = ['a/wandb/offline-run-20240102_000000-abc/run-abc.wandb',
+               'a/wandb/offline-run-20240101_000000-abc/run-abc.wandb',
+               'a/wandb/offline-run-20240101_000000-abc/files/media/images/x.png',
+               'a/wandb/latest-run/run-abc.wandb', 'b/wandb/run-20240103_000000-xyz/run-xyz.wandb',
+               'b/wandb/debug.log', 'notes/run-old.wandb.bak']
+    plan = plan_wandb_runs(listing)
+    assert plan.runs == {'abc': ['a/wandb/offline-run-20240101_000000-abc/run-abc.wandb',
+                                 'a/wandb/offline-run-20240102_000000-abc/run-abc.wandb'],
+                         'xyz': ['b/wandb/run-20240103_000000-xyz/run-xyz.wandb']}
+    assert plan.linked == ['a/wandb/latest-run/run-abc.wandb']
