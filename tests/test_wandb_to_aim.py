@@ -135,8 +135,10 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', repo)
     assert result.returncode == 0, result.stderr[-3000:]
     check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
-    skipped = [json.loads(line) for line in open(tmp_path / 'skipped.jsonl')]
-    assert [(s['reason'], s['count']) for s in skipped] == [("history key 'shape': list value", 1)]
+    skipped = sorted((s['kind'], s['reason'], s['count']) for s in map(json.loads, open(tmp_path / 'skipped.jsonl')))
+    assert skipped == [('point', "history key 'shape': list value", 1),
+                       ('run', 'run holds no point (no history row, system metric or console line): not created, '
+                               'its config and summary not written', 0)]
     counters = _counters(tmp_path)
     assert counters['runs_written'] == 4
     assert counters['points_read'] == counters['points_written'] + counters['points_skipped']
@@ -150,14 +152,14 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert result.returncode == 0, result.stderr[-3000:]
     check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
     counters = _counters(tmp_path)
-    assert counters['runs_written'] == 3 and counters['runs_filtered'] == 1
+    assert counters['runs_written'] == 3 and counters['runs_filtered'] == 1  # and 'empty', again not created
 
 
 def test_dry_run_and_an_empty_directory(wandb_runs, tmp_path):
     root, _ = wandb_runs
     result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', str(tmp_path / 'aim'), '--dry-run', workers=1)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert '4 runs, 5 .wandb files' in result.stdout and 'run resumeme (resumed: its files merge)' in result.stdout
+    assert '5 runs, 6 .wandb files' in result.stdout and 'run resumeme (resumed: its files merge)' in result.stdout
     assert not os.path.exists(tmp_path / 'aim' / '.aim')
     empty = tmp_path / 'empty'
     empty.mkdir()

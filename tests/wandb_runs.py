@@ -10,6 +10,7 @@ what was logged to them; plus an independent, minimal ``.wandb`` reader for comp
 * ``beta`` (``vision``): five rows, finished with exit code 1;
 * ``resumed`` (``nlp``, id ``resumeme``): two processes with the same id, five rows each (W&B restarts
   ``_step`` at 0 offline);
+* ``empty`` (``vision``): a config, nothing logged (no point: no Aim run, one dead letter);
 * ``gamma`` (``vision``): a writer killed with SIGKILL after its rows reached the file (no exit record).
 
 Each run is written by its own ``python`` process, as a user's training script would.
@@ -85,6 +86,11 @@ _BETA = _COMMON + textwrap.dedent('''
     run.finish(exit_code=1)
 ''')
 
+_EMPTY = _COMMON + textwrap.dedent('''
+    run = wandb.init(project='vision', name='empty', config={'a': 1}, settings=wandb.Settings(x_disable_stats=True))
+    run.finish()
+''')
+
 _RESUMED = _COMMON + textwrap.dedent('''
     part = int(sys.argv[2])
     run = wandb.init(project='nlp', id='resumeme', resume='allow', name='resumed',
@@ -118,8 +124,10 @@ def write_wandb_runs(root: str) -> Dict[str, Any]:
     """Write the runs under ``root`` (``root/<part>/wandb/...``); returns what was logged to each run."""
     alpha = _python(_ALPHA, os.path.join(root, 'alpha'))
     beta = _python(_BETA, os.path.join(root, 'beta'))
+    empty = _python(_EMPTY, os.path.join(root, 'empty'))
     _wait(alpha, 'alpha')
     _wait(beta, 'beta')
+    _wait(empty, 'empty')
     for part in (0, 1):  # one after the other: the second resumes the first
         _wait(_python(_RESUMED, os.path.join(root, f'resumed{part}'), str(part)), 'resumed')
     _write_killed(os.path.join(root, 'gamma'))

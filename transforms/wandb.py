@@ -591,6 +591,9 @@ class WandbRun:
             yield from self._hand_over(data, self._take_chunk(stats))
         self.counters.count(stats)
         state.fill(data.spec, data.origin)
+        if not data.points_seen and state.start is not None:  # the sink creates no run without a point
+            yield Skip(data.origin, 'run holds no point (no history row, system metric or console line): not '
+                                    'created, its config and summary not written', 'run', count=0)
 
     def _hand_over(self, data: RunData, chunk: List[Series]) -> Iterator[Union[List[Series], Skip]]:
         data.points_seen += sum(len(s) for s in chunk)
@@ -683,6 +686,7 @@ class ReadWandbRunFn(beam.DoFn):
                     self.runs_filtered.inc()
                     if self.progress is not None:
                         self.progress.record('files', len(paths))
+                        self.progress.record('runs')
                     return
             paths = _by_start_time(paths, heads)
         origin = ' '.join(mask_uri(self.source.url(path)) for path in paths)
