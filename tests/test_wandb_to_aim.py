@@ -19,7 +19,6 @@ from tests.wandb_runs import (HISTOGRAM, LONG_TEXT, MEDIA_STEPS, TABLE, TABLE_ST
                               wandb_files)
 from transforms.wandb import SYSTEM_CONTEXT
 
-pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_CONTEXT = json.dumps({})
 SYSTEM = json.dumps(SYSTEM_CONTEXT, sort_keys=True)
@@ -124,6 +123,7 @@ def _counters(tmp_path) -> dict:
     return report.get('counters', report)
 
 
+@pytest.mark.slow
 def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_client, tmp_path):
     """Scalars, nested keys, strings, images, histograms, a table, console lines, system metrics, config,
     summary, tags, notes; a failed run, a resumed run (two files, steps restarted by W&B), a killed run;
@@ -155,6 +155,7 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert counters['runs_written'] == 3 and counters['runs_filtered'] == 1  # and 'empty', again not created
 
 
+@pytest.mark.slow
 def test_dry_run_and_an_empty_directory(wandb_runs, tmp_path):
     root, _ = wandb_runs
     result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', str(tmp_path / 'aim'), '--dry-run', workers=1)
@@ -165,3 +166,21 @@ def test_dry_run_and_an_empty_directory(wandb_runs, tmp_path):
     empty.mkdir()
     result = wandb_to_aim(tmp_path, '--wandb-dir', str(empty), '--repo', str(tmp_path / 'aim'), workers=1)
     assert result.returncode == 2 and 'holds no W&B run files' in result.stderr
+
+
+def test_flags():
+    """--wandb-project, not --project: Beam's (and Dataflow's launcher's) --project is the Google Cloud project,
+    and passes through to Beam; bad values are one line each, before any work."""
+    from pipelines import wandb_to_aim
+    from pipelines.common import UsageError
+
+    args, pipeline_args = wandb_to_aim.parse(['--wandb-dir', 's3://b/wandb', '--repo', '/mnt/aim', '--project=p',
+                                              '--wandb-project', 'vision', '--wandb_project=nlp'])
+    assert pipeline_args == ['--project=p']
+    assert (args.wandb_dir, args.wandb_projects) == ('s3://b/wandb', ['vision', 'nlp'])
+    for argv, message in ((['--wandb-dir', ' '], '--wandb-dir is empty'),
+                          (['--wandb-dir', '/w', '--wandb-project', ''], '--wandb-project is empty'),
+                          (['--wandb-dir', '/w', '--storage-options', '[1]'], '--storage-options')):
+        with pytest.raises(UsageError) as error:
+            wandb_to_aim.parse([*argv, '--repo', '/mnt/aim'])
+        assert message in str(error.value)

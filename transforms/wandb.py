@@ -49,7 +49,7 @@ from apache_beam.metrics import Metrics
 from connectors.event_files import EventFileSource
 from connectors.redact import mask_uri
 from connectors.wandb_file import Problem, iter_records
-from transforms.runs import NAMESPACE
+from transforms.counters import NAMESPACE
 from transforms.sequence_names import hold_aim_names
 from transforms.tensorboard import ReadCounters
 from runmodel import METRIC, RunData, RunSpec, Series, Skip
