@@ -156,6 +156,22 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
 
 
 @pytest.mark.slow
+def test_resumed_run_from_gcs(wandb_runs, gcs_server, gcsfs_client, tmp_path):
+    """gs:// through the emulator, two workers, project ``nlp`` only: the resumed run's two files, ordered
+    by their run records read from GCS, are one run holding all ten steps."""
+    root, expected = wandb_runs
+    bucket = f'runferry-{uuid.uuid4().hex[:12]}'
+    gcsfs_client.mkdir(bucket)
+    gcsfs_client.put(root, f'{bucket}/wandb', recursive=True)
+    repo = str(tmp_path / 'aim')
+    result = wandb_to_aim(tmp_path, '--wandb-dir', f'gs://{bucket}/wandb', '--repo', repo, '--wandb-project', 'nlp',
+                          '--storage-options', '{"token": "anon"}', env=gcs_server.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_converted(repo, root, expected, ['resumed'])
+    assert _counters(tmp_path)['runs_filtered'] == 4
+
+
+@pytest.mark.slow
 def test_dry_run_and_an_empty_directory(wandb_runs, tmp_path):
     root, _ = wandb_runs
     result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', str(tmp_path / 'aim'), '--dry-run', workers=1)
