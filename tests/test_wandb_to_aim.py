@@ -15,7 +15,7 @@ from aim.storage.context import Context
 
 from connectors.aim_objects import distribution_buckets
 from tests.readback import read_metrics, read_runs
-from tests.wandb_runs import (HISTOGRAM, LONG_TEXT, MEDIA_STEPS, TABLE, TABLE_STEP, alpha_pixels, reference_records,
+from tests.wandb_runs import (HISTOGRAM, MEDIA_STEPS, TABLE, TABLE_STEP, alpha_pixels, reference_records,
                               wandb_files)
 from transforms.wandb import SYSTEM_CONTEXT
 

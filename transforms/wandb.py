@@ -1,9 +1,10 @@
-"""W&B runs (``.wandb`` files) → ``RunData``: plan the files of each run, read them while the sink writes.
+"""W&B runs (``.wandb`` files) → ``RunData``: each run's files read while the sink writes them.
 
 ``ReadWandb`` chains it::
 
     the plan (run id → its .wandb files) ─ReadRuns─▶ RunData (streamed: ``WandbRun``)
-    files the plan could not place ─▶ ``skipped``
+
+Its ``skipped`` output is empty: a W&B run's dead letters are found while it is read (by the writer).
 
 A run is named by its W&B run id (``run-<id>.wandb``), so a resumed run's several files, in several
 run directories, are one run (identity ``wandb:<id>``), read in the order they were written. Its
@@ -35,13 +36,8 @@ much, per file), so nothing is overwritten.
 from __future__ import annotations
 
 import collections
-import csv
-import io
-import json
 import posixpath
-import re
-import wave
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -52,19 +48,17 @@ from connectors.wandb_file import Problem, iter_records
 from transforms.counters import NAMESPACE
 from transforms.sequence_names import hold_aim_names
 from transforms.tensorboard import ReadCounters
+from transforms.wandb_plan import WandbPlan, is_wandb_file, plan_wandb_runs
+from transforms.wandb_values import (AUDIO, IMAGE, TEXT, Unconverted, convert_value, history_values, item_path,
+                                     json_value, merge_dict, remove_path, set_path, unflatten)
 from runmodel import METRIC, RunData, RunSpec, Series, Skip
 
 __all__ = ['WandbPlan', 'plan_wandb_runs', 'is_wandb_file', 'WandbRun', 'ReadWandbRunFn', 'ReadWandb',
-           'wandb_run_data', 'unflatten', 'history_values', 'SYSTEM_CONTEXT', 'CONSOLE', 'DEFAULT_EXPERIMENT']
+           'wandb_run_data', 'read_run_head', 'SYSTEM_CONTEXT', 'CONSOLE', 'DEFAULT_EXPERIMENT']
 
-IMAGE, DISTRIBUTION, TEXT, AUDIO = 'image', 'distribution', 'text', 'audio'
 SYSTEM_CONTEXT = {'system': 'wandb'}
 CONSOLE = 'console'
 DEFAULT_EXPERIMENT = 'default'  # a run whose run record is lost has no project
-# W&B's own symbolic links to the newest run directory: the same files again
-_LINKS = ('latest-run',)
-_RUN_FILE = re.compile(r'^run-(?P<id>[^/]+)\.wandb$')
-_DIR_TIME = re.compile(r'(\d{8}_\d{6})')
 # history keys that are the row's axes, not values
 _STEP, _TIMESTAMP, _RUNTIME = '_step', '_timestamp', '_runtime'
 # records that carry W&B's bookkeeping, not run data: read and counted, not converted
@@ -73,166 +67,6 @@ _BOOKKEEPING = frozenset({'header', 'footer', 'final', 'telemetry', 'files', 'me
 # an artifact W&B makes itself for each logged table (its content is converted from the history row)
 _TABLE_ARTIFACT = 'run_table'
 CHUNK_BYTES = 64 << 20
-
-
-def is_wandb_file(path: str) -> bool:
-    return _RUN_FILE.match(posixpath.basename(path)) is not None
-
-
-class WandbPlan:
-    """The runs of a listing: run id → its ``.wandb`` files (relative paths, in the order they were
-    written); and the files passed over (under W&B's ``latest-run`` link: the same files again)."""
-
-    def __init__(self, runs: Dict[str, List[str]], linked: List[str]):
-        self.runs = runs
-        self.linked = linked
-
-    @property
-    def files_total(self) -> int:
-        return sum(len(files) for files in self.runs.values())
-
-
-def _written_order(path: str) -> Tuple[str, str]:
-    """A run directory is ``[offline-]run-<YYYYMMDD_HHMMSS>-<id>``: its time orders a resumed run's files."""
-    directory = posixpath.basename(posixpath.dirname(path))
-    found = _DIR_TIME.search(directory)
-    return (found.group(1) if found else '', path)
-
-
-def plan_wandb_runs(listing: Iterable[str]) -> WandbPlan:
-    """Relative paths of every file under the W&B directory → the runs to read (a pure function)."""
-    runs: Dict[str, List[str]] = collections.defaultdict(list)
-    linked = []
-    for path in listing:
-        match = _RUN_FILE.match(posixpath.basename(path))
-        if match is None:
-            continue
-        if any(part in _LINKS for part in path.split('/')[:-1]):
-            linked.append(path)
-            continue
-        runs[match.group('id')].append(path)
-    return WandbPlan({run_id: sorted(files, key=_written_order) for run_id, files in sorted(runs.items())},
-                     sorted(linked))
-
-
-# ----------------------------------------------------------------------------------------- values
-
-def _item_path(item) -> Tuple[str, ...]:
-    nested = item.nested_key
-    if len(nested) == 1:  # the common case, and the cheapest to read from the proto
-        return (nested[0],)
-    return tuple(nested) if nested else (item.key,)
-
-
-def _json_value(text: str) -> Any:
-    """A ``value_json``: numbers (most values) through ``float``, the rest through ``json``."""
-    if not text:
-        return None
-    try:
-        number = float(text)  # JSON numbers, NaN and ±Infinity; never a string, list or object
-    except ValueError:
-        return json.loads(text)
-    if text.isdigit() or (text[0] == '-' and text[1:].isdigit()):
-        return int(text)
-    return number
-
-
-def _set_path(out: Dict[str, Any], path: Tuple[str, ...], value: Any) -> None:
-    target = out
-    for part in path[:-1]:
-        child = target.get(part)
-        if not isinstance(child, dict):
-            child = target[part] = {}
-        target = child
-    target[path[-1]] = value
-
-
-def unflatten(items) -> Dict[str, Any]:
-    """W&B's history/summary/config items (``key`` or ``nested_key`` path, ``value_json``) → a nested dict."""
-    out: Dict[str, Any] = {}
-    for item in items:
-        _set_path(out, _item_path(item), _json_value(item.value_json))
-    return out
-
-
-def history_values(row: Dict[str, Any], prefix: str = '') -> Iterator[Tuple[str, Any]]:
-    """A history row (nested dict) → (name, value) leaves, names joined with ``/``; a dict holding a
-    ``_type`` (a W&B media object) is one leaf."""
-    for key, value in row.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict) and '_type' not in value and value:
-            yield from history_values(value, name + '/')
-        else:
-            yield name, value
-
-
-class Unconverted(Exception):
-    """A history value runferry does not convert; the message names its type."""
-
-
-def _media_format(path: str, given: Optional[str] = None) -> str:
-    return (given or posixpath.splitext(path)[1].lstrip('.')).lower()
-
-
-def _wav_rate(data: bytes) -> Optional[int]:
-    try:
-        with wave.open(io.BytesIO(data)) as reader:
-            return int(reader.getframerate())
-    except (wave.Error, EOFError):
-        return None
-
-
-def _table_csv(table: Dict[str, Any]) -> str:
-    """A W&B table file (``{"columns": [...], "data": [[...], ...]}``) as CSV; cells that are not plain
-    values (media in a table) as their JSON."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator='\n')
-    writer.writerow(table.get('columns', []))
-    for row in table.get('data', []):
-        writer.writerow([cell if isinstance(cell, (str, int, float)) or cell is None else json.dumps(cell)
-                         for cell in row])
-    return out.getvalue()
-
-
-def _packed_edges(packed: Dict[str, Any]) -> List[float]:
-    low, size, count = float(packed['min']), float(packed['size']), int(packed['count'])
-    return [low + size * i for i in range(count + 1)]
-
-
-def convert_value(value: Any, read_media) -> Tuple[str, Any]:
-    """One history value → (kind, payload) as ``connectors.aim_objects`` takes it; ``read_media(path)``
-    returns the bytes of a file under the run's ``files/``. Raises ``Unconverted``."""
-    if value.__class__ is float or value.__class__ is int:
-        return METRIC, float(value)
-    if isinstance(value, bool) or value is None:
-        raise Unconverted(f'{type(value).__name__} value')
-    if isinstance(value, str):
-        return TEXT, value
-    if not isinstance(value, dict):
-        raise Unconverted(f'{type(value).__name__} value')
-    media_type = value.get('_type')
-    if media_type == 'image-file':
-        return IMAGE, [{'data': read_media(value['path']), 'format': _media_format(value['path'], value.get('format')),
-                        'caption': value.get('caption') or ''}]
-    if media_type == 'images/separated':
-        captions = value.get('captions') or []
-        return IMAGE, [{'data': read_media(path), 'format': _media_format(path, value.get('format')),
-                        'caption': (captions[i] if i < len(captions) and captions[i] else '')}
-                       for i, path in enumerate(value['filenames'])]
-    if media_type == 'histogram':
-        counts = [float(c) for c in value['values']]
-        edges = _packed_edges(value['packedBins']) if 'packedBins' in value else [float(b) for b in value['bins']]
-        if not counts or len(edges) != len(counts) + 1:
-            raise Unconverted(f'histogram of {len(counts)} counts and {len(edges)} bins')
-        return DISTRIBUTION, {'edges': edges, 'counts': counts}
-    if media_type == 'table-file':
-        return TEXT, _table_csv(json.loads(read_media(value['path'])))
-    if media_type == 'audio-file':
-        data = read_media(value['path'])
-        fmt = _media_format(value['path'])
-        rate = value.get('sample_rate') or (_wav_rate(data) if fmt == 'wav' else None)
-        return AUDIO, [{'data': data, 'format': fmt, 'caption': value.get('caption') or '', 'rate': rate}]
-    raise Unconverted(f'W&B type {media_type!r}' if media_type else 'empty dict')
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -282,7 +116,7 @@ class _RunState:
     def config_record(self, config) -> None:
         self.config.update(unflatten(config.update))
         for item in config.remove:
-            _remove(self.config, _item_path(item))
+            remove_path(self.config, item_path(item))
 
     def summary_record(self, summary) -> None:
         """Summary updates come with every logged row: kept as W&B's JSON text, by path (one set above a
@@ -297,7 +131,7 @@ class _RunState:
     def _summary_path(self, item) -> Tuple[str, ...]:
         """The item's path, with the paths below it (replaced by it) dropped; the first time a path
         deeper than one key is seen, its ancestors are noted, so that only they pay for the search."""
-        path = _item_path(item)
+        path = item_path(item)
         if path in self.summary_ancestors:
             for below in [p for p in self.summary_updates if len(p) > len(path) and p[:len(path)] == path]:
                 del self.summary_updates[below]
@@ -309,9 +143,9 @@ class _RunState:
         summary: Dict[str, Any] = {}
         for path, text in self.summary_updates.items():
             if text is None:
-                _remove(summary, path)
+                remove_path(summary, path)
             else:
-                _set_path(summary, path, _json_value(text))
+                set_path(summary, path, json_value(text))
         return summary
 
     def fill(self, spec: RunSpec, origin: str) -> None:
@@ -345,22 +179,6 @@ class _RunState:
             attributes['wandb_step_offsets'] = dict(self.step_offsets)
         spec.attributes.update(attributes)
 
-
-def _merge(target: Dict[str, Any], update: Dict[str, Any]) -> None:
-    """A summary update: a nested key replaces only its leaf (W&B sends ``nested_key`` paths)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict) and '_type' not in value:
-            _merge(target[key], value)
-        else:
-            target[key] = value
-
-
-def _remove(target: Dict[str, Any], path: Tuple[str, ...]) -> None:
-    for part in path[:-1]:
-        target = target.get(part)
-        if not isinstance(target, dict):
-            return
-    target.pop(path[-1], None)
 
 
 def _seconds(timestamp) -> float:
@@ -425,7 +243,7 @@ class _FileReader:
 
         found = json_format.MessageToDict(environment, preserving_proto_field_name=True)
         found.pop('writer_id', None)
-        _merge(self.state.environment, found)
+        merge_dict(self.state.environment, found)
 
     def _on_artifact(self, offset: int, artifact) -> None:
         if artifact.type != _TABLE_ARTIFACT:
@@ -468,7 +286,7 @@ class _FileReader:
         step = self.run.next_index(('stats',))
         for item in stats.item:
             try:
-                value = _json_value(item.value_json)
+                value = json_value(item.value_json)
             except ValueError:
                 value = None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -727,5 +545,5 @@ class ReadWandb(beam.PTransform):
                 | 'ListRuns' >> beam.Create(sorted(self.plan.runs.items()))
                 | 'ReadRuns' >> beam.ParDo(ReadWandbRunFn(self.source, self.chunk_points, self.projects,
                                                           self.progress)))
-        skipped = begin | 'LinkedFiles' >> beam.Create([])
+        skipped = begin | 'NoDeadLettersBeforeReading' >> beam.Create([])
         return {'runs': runs, 'skipped': skipped}
