@@ -201,7 +201,7 @@ class _FileReader:
 
     def read_media(self, relative: str) -> bytes:
         path = posixpath.normpath(posixpath.join(self.files_dir, relative))
-        if path.startswith('../') or not path.startswith(self.files_dir):
+        if not path.startswith(self.files_dir + '/'):
             raise Unconverted(f'media path {relative!r} outside the run directory')
         try:
             with self.source.open(path) as stream:
