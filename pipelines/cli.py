@@ -28,7 +28,7 @@ __all__ = ['new_parser', 'add_shared_flags', 'parse_command', 'check_pipeline_ar
 
 # runferry's own loggers (a logger's filter sees only records logged to it, not to its children): the
 # masking filter sits on each, and on the root logger's handlers, which every propagated record reaches
-LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'flex_template', 'runferry.retry', 'connectors.aim_sink')
+LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim', 'flex_template', 'runferry.retry', 'connectors.aim_sink')
 
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
