@@ -22,6 +22,7 @@ from aim.storage.rockscontainer import RocksContainer
 from aim.storage.utils import BLOB
 
 from connectors import aim_storage as storage
+from connectors.aim_run_container import RunContainer
 from connectors import disk_guard
 
 __all__ = ['LocalRun', 'pack_records', 'unpack_records', 'PACK_MAX_BYTES']
@@ -78,7 +79,7 @@ class LocalRun:
         return os.path.join(self.repo.path, name, 'chunks', self.hash)
 
     def _open(self, name: str) -> RocksContainer:
-        container = RocksContainer(self._path(name), read_only=False)
+        container = RunContainer(self._path(name), read_only=False)
         self._containers.append(container)
         return container
 

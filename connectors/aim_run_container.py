@@ -1,0 +1,35 @@
+"""A run's RocksDB container (``meta/chunks/<hash>``, ``seqs/chunks/<hash>``) opened for the storage
+path's writes at a small run's cost: what it holds and the files it leaves are Aim's, only the work of
+opening, writing and closing it is less.
+
+Why: for a small run (a few series of 30 points, as most MLflow runs), opening and closing its two
+containers with Aim's options cost ~28 ms of CPU a run, ~90% of the run's cost (benchmarks/RESULTS.md,
+"Per-run cost of the Aim write"; ``python -m benchmarks.run_open_cost``). Where it went (perf, strace):
+
+* ``manifest_preallocation_size``: RocksDB preallocates 4 MB (its default) for a new MANIFEST with
+  ``fallocate``, and truncates it back at close; on tmpfs and on ext4 alike that is pages allocated,
+  zeroed and freed again, twice a run, about half of a bare database's creation. The MANIFEST of a run's
+  container holds a few hundred bytes; 64 KB covers it (a larger one just grows as any file does).
+"""
+from __future__ import annotations
+
+from aim.storage.rockscontainer import RocksContainer
+
+__all__ = ['RunContainer', 'WRITE_OPTIONS']
+
+# RocksDB options set on top of Aim's (``RocksContainer._db_opts``) when a run's container is opened for
+# writing; none changes what the database holds
+WRITE_OPTIONS = dict(
+    manifest_preallocation_size=64 * 1024,
+)
+
+
+class RunContainer(RocksContainer):
+    """Aim's ``RocksContainer`` with ``WRITE_OPTIONS`` when it opens its database for writing."""
+
+    @property
+    def db(self):
+        if self._resources._db is None and not self.read_only:
+            self._db_opts.update(WRITE_OPTIONS)
+        # looked up at each call: connectors.disk_guard wraps RocksContainer.db
+        return RocksContainer.db.fget(self)
