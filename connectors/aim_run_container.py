@@ -10,6 +10,19 @@ containers with Aim's options cost ~28 ms of CPU a run, ~90% of the run's cost (
   ``fallocate``, and truncates it back at close; on tmpfs and on ext4 alike that is pages allocated,
   zeroed and freed again, twice a run, about half of a bare database's creation. The MANIFEST of a run's
   container holds a few hundred bytes; 64 KB covers it (a larger one just grows as any file does).
+* the write-ahead log: each write batch also went to the WAL, which RocksDB preallocates (1.1 MB:
+  ``write_buffer_size`` + 10%) at the first write and truncates at close, and which the close syncs.
+  The storage path's batches skip it (``commit``): they reach the database through the memtable, which
+  the close flushes into a table file (Aim's ``RocksContainer.close``: ``flush``, then ``flush_wal``), as
+  a full memtable is flushed on the way. The trade-off: what a run wrote before its close lives in memory
+  only, so a process killed mid-run loses that run's records (with the WAL they survived, as a run half
+  written). Either way the run is not in the index yet and a re-run rewrites it whole from its source
+  (tests/test_kill_rerun.py); a closed run is in table files, as before. A full disk still fails the
+  close's flush at once (``connectors.disk_guard``; tests/test_full_disk.py).
+
+Both save ~1 ms of RocksDB work at each of a run's two opens and closes; what is left is RocksDB's own
+(writing and re-reading the OPTIONS file, the MANIFEST, the flush), not reachable through aimrocks'
+options (it has no ``allow_fallocate``, ``info_log_level`` or shared ``Env``).
 """
 from __future__ import annotations
 
@@ -33,3 +46,7 @@ class RunContainer(RocksContainer):
             self._db_opts.update(WRITE_OPTIONS)
         # looked up at each call: connectors.disk_guard wraps RocksContainer.db
         return RocksContainer.db.fget(self)
+
+    def commit(self, batch) -> None:
+        """Aim's ``commit`` with the write-ahead log off: the close flushes the memtable (see the module)."""
+        self.db.write(batch, disable_wal=True)
