@@ -18,7 +18,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from array import array
 from typing import Dict, List
 
 import aimrocks
