@@ -2,8 +2,9 @@
 
 ``ConvertMlflow`` chains them::
 
-    run ids ─SpreadRuns─▶ FetchRuns (one run a worker call: params, tags, full metric histories,
-            artifacts) ─▶ (RunData, dead letters) ─WriteRuns─▶ run results;   dead letters ─▶ ``skipped``
+    run ids ─SpreadRuns─▶ FetchRuns (params, tags, full metric histories, artifacts: a run at a time,
+            or from a SQL store a hundred runs a read) ─▶ (RunData, dead letters) ─WriteRuns─▶ run results;
+    dead letters ─▶ ``skipped``
 
 The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
 """
@@ -13,11 +14,12 @@ import dataclasses
 import io
 import posixpath
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
 from transforms.runs import NAMESPACE, WriteRunsFn
@@ -333,7 +335,14 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
 
 
 class FetchMlflowRunFn(beam.DoFn):
-    """A run id → (RunData, dead letters); a run that cannot be read is itself a dead letter."""
+    """A run id → (RunData, dead letters); a run that cannot be read is itself a dead letter.
+
+    From a SQL store (``MlflowSource.reads_in_bulk``) run ids are held until ``BULK_RUNS`` have come (or
+    the bundle ends) and read together (``MlflowSource.fetch_runs``: one listing and one metrics query
+    for them all); from other stores each run is read as it comes. Each output keeps its run id's window
+    and timestamp."""
+
+    BULK_RUNS = 100  # runs read together from a SQL store (its search_runs then takes one page)
 
     def __init__(self, source: MlflowSource, experiment_names: Dict[str, str]):
         self.source = source
@@ -347,15 +356,50 @@ class FetchMlflowRunFn(beam.DoFn):
         self.tags_skipped = Metrics.counter(NAMESPACE, 'tags_skipped')
         self.models_listed = Metrics.counter(NAMESPACE, 'models_listed')
         self.datasets_listed = Metrics.counter(NAMESPACE, 'datasets_listed')
+        self._bulk = False
+        self._held: List[Tuple[str, Any, Any]] = []  # (run id, window, timestamp) waiting for a bulk read
 
-    def process(self, run_id: str):
-        try:
-            record = self.source.fetch_run(run_id)
-        except Exception as error:  # deleted since listing, permissions, server down after retries
+    def setup(self):
+        self._bulk = self.source.reads_in_bulk()
+
+    def start_bundle(self):
+        self._held = []
+
+    def process(self, run_id: str, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if not self._bulk:
+            for run_id, found in self.source.fetch_runs([run_id], list(self.experiment_names)):
+                yield from self._outputs(run_id, found)
+            return
+        self._held.append((run_id, window, timestamp))
+        if len(self._held) >= self.BULK_RUNS:
+            yield from self._read_held()
+
+    def finish_bundle(self):
+        yield from self._read_held()
+
+    def _read_held(self):
+        """The held run ids read together; their outputs, each in its run id's window."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        places = {run_id: (window, timestamp) for run_id, window, timestamp in held}
+        for run_id, found in self.source.fetch_runs([run_id for run_id, _, _ in held], list(self.experiment_names)):
+            window, timestamp = places[run_id]
+            for output in self._outputs(run_id, found):
+                if isinstance(output, TaggedOutput):
+                    yield TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
+                else:
+                    yield WindowedValue(output, timestamp, [window])
+
+    def _outputs(self, run_id: str, found: Union[MlflowRunRecord, Exception]):
+        """A run's record → (RunData, dead letters), counted; an error (deleted since listing,
+        permissions, server down after retries) → the run as a dead letter."""
+        if isinstance(found, Exception):
             self.runs_skipped.inc()
             yield TaggedOutput(SKIPPED, Skip(f'mlflow run {run_id}',
-                                             f'run could not be read: {type(error).__name__}: {error}', 'run'))
+                                             f'run could not be read: {type(found).__name__}: {found}', 'run'))
             return
+        record = found
         experiment = self.experiment_names.get(record.experiment_id, record.experiment_id)
         data, skips = mlflow_run_data(record, experiment)
         self.runs_read.inc()
