@@ -112,3 +112,17 @@ def test_file_stores_are_read_run_by_run(tmp_path):
     found = dict(source.fetch_runs(sorted(expected), [experiment_id]))
     assert {run_id: [p[:2] for p in record.metrics['loss']] for run_id, record in found.items()} == \
         {run_id: [p[:2] for p in want['metrics']['loss']] for run_id, want in expected.items()}
+
+
+def test_run_batches_share_a_bulk_plan_among_workers_and_keep_other_stores_run_by_run():
+    from transforms.mlflow import run_batches
+
+    ids = [f'r{i}' for i in range(1052)]
+    batches = run_batches(ids, bulk=True)
+    assert [run_id for batch in batches for run_id in batch] == ids
+    assert max(map(len, batches)) == 66 and len(batches) == 16  # at least 16 elements to share
+    many = run_batches(ids * 10, bulk=True)
+    assert max(map(len, many)) == 100 and len(many) == 106  # never more than 100 runs a read
+    assert run_batches(ids[:5], bulk=True) == [[run_id] for run_id in ids[:5]]
+    assert run_batches(ids[:40], bulk=False) == [[run_id] for run_id in ids[:40]]
+    assert run_batches([], bulk=True) == []

@@ -1,10 +1,10 @@
-"""The MLflow → Aim transforms: fetch each run through MLflow's client, map it, write it.
+"""The MLflow source's transforms: fetch each run through MLflow's client and map it to a ``RunData``.
 
-``ConvertMlflow`` chains them::
+``ReadMlflow`` chains them::
 
-    run ids ─SpreadRuns─▶ FetchRuns (params, tags, full metric histories, artifacts: a run at a time,
-            or from a SQL store a hundred runs a read) ─▶ (RunData, dead letters) ─WriteRuns─▶ run results;
-    dead letters ─▶ ``skipped``
+    run ids ─run_batches─▶ ListRuns ─SpreadRuns─▶ FetchRuns (params, tags, full metric histories,
+            artifacts: from a SQL store many runs a read, from other stores a run at a time)
+            ─▶ (RunData, dead letters) ─SplitDeadLetters─▶ RunData (``runs``); dead letters ─▶ ``skipped``
 
 The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
 """
@@ -19,20 +19,20 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
-from transforms.runs import NAMESPACE, WriteRunsFn
+from transforms.counters import NAMESPACE, SKIPPED
 from transforms.sequence_names import hold_aim_names
 from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
-__all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
+__all__ = ['ReadMlflow', 'SplitDeadLettersFn', 'FetchMlflowRunFn', 'run_batches', 'BULK_RUNS', 'SPREAD', 'mlflow_run_data', 'metric_series', 'artifact_series',
            'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links', 'run_identity',
            'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED',
            'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
-SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
+BULK_RUNS = 100  # runs read together from a SQL store, at most (its search_runs then takes one page)
+SPREAD = 16  # elements a bulk-read plan is cut into, at least (so that every worker has several)
 PARENT_TAG = 'mlflow.parentRunId'  # set on nested runs (autolog's tuning trials, start_run(nested=True))
 PARENT_AIM_TAG = 'parent_run'  # the Aim tag 'parent_run=<id>' (MLflow's own key, 51 characters with an id, is too long)
 SYSTEM_TAG_PREFIX = 'mlflow.'
@@ -334,15 +334,18 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
     return RunData(spec, series), skips
 
 
+def run_batches(run_ids: List[str], bulk: bool, most: int = BULK_RUNS, spread: int = SPREAD) -> List[List[str]]:
+    """The run ids cut into the pipeline's elements, in order: for a store read in bulk
+    (``MlflowSource.reads_in_bulk``) batches of at most ``most`` runs, but small enough that there are at
+    least ``spread`` of them to share among the workers; otherwise one run an element."""
+    size = min(most, max(1, -(-len(run_ids) // spread))) if bulk else 1
+    return [run_ids[i:i + size] for i in range(0, len(run_ids), size)]
+
+
 class FetchMlflowRunFn(beam.DoFn):
-    """A run id → (RunData, dead letters); a run that cannot be read is itself a dead letter.
-
-    From a SQL store (``MlflowSource.reads_in_bulk``) run ids are held until ``BULK_RUNS`` have come (or
-    the bundle ends) and read together (``MlflowSource.fetch_runs``: one listing and one metrics query
-    for them all); from other stores each run is read as it comes. Each output keeps its run id's window
-    and timestamp."""
-
-    BULK_RUNS = 100  # runs read together from a SQL store (its search_runs then takes one page)
+    """A batch of run ids (``run_batches``) → (RunData, dead letters) per run; a run that cannot be read
+    is itself a dead letter. The batch is read with ``MlflowSource.fetch_runs``: from a SQL store with one
+    listing and one metrics query for all its runs, from other stores run by run."""
 
     def __init__(self, source: MlflowSource, experiment_names: Dict[str, str]):
         self.source = source
@@ -356,40 +359,10 @@ class FetchMlflowRunFn(beam.DoFn):
         self.tags_skipped = Metrics.counter(NAMESPACE, 'tags_skipped')
         self.models_listed = Metrics.counter(NAMESPACE, 'models_listed')
         self.datasets_listed = Metrics.counter(NAMESPACE, 'datasets_listed')
-        self._bulk = False
-        self._held: List[Tuple[str, Any, Any]] = []  # (run id, window, timestamp) waiting for a bulk read
 
-    def setup(self):
-        self._bulk = self.source.reads_in_bulk()
-
-    def start_bundle(self):
-        self._held = []
-
-    def process(self, run_id: str, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        if not self._bulk:
-            for run_id, found in self.source.fetch_runs([run_id], list(self.experiment_names)):
-                yield from self._outputs(run_id, found)
-            return
-        self._held.append((run_id, window, timestamp))
-        if len(self._held) >= self.BULK_RUNS:
-            yield from self._read_held()
-
-    def finish_bundle(self):
-        yield from self._read_held()
-
-    def _read_held(self):
-        """The held run ids read together; their outputs, each in its run id's window."""
-        held, self._held = self._held, []
-        if not held:
-            return
-        places = {run_id: (window, timestamp) for run_id, window, timestamp in held}
-        for run_id, found in self.source.fetch_runs([run_id for run_id, _, _ in held], list(self.experiment_names)):
-            window, timestamp = places[run_id]
-            for output in self._outputs(run_id, found):
-                if isinstance(output, TaggedOutput):
-                    yield TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
-                else:
-                    yield WindowedValue(output, timestamp, [window])
+    def process(self, run_ids: List[str]):
+        for run_id, found in self.source.fetch_runs(run_ids, list(self.experiment_names)):
+            yield from self._outputs(run_id, found)
 
     def _outputs(self, run_id: str, found: Union[MlflowRunRecord, Exception]):
         """A run's record → (RunData, dead letters), counted; an error (deleted since listing,
@@ -404,7 +377,7 @@ class FetchMlflowRunFn(beam.DoFn):
         data, skips = mlflow_run_data(record, experiment)
         self.runs_read.inc()
         # every point and artifact read is counted, so that read = written + skipped (each skip's count
-        # is a skipped point to WriteRunsFn); by kind where it has one
+        # is a skipped point, counted by SplitDeadLettersFn); by kind where it has one
         by_kind = {METRIC: sum(len(h) for h in record.metrics.values()), 'image': image_points(record)}
         for _, kind, _ in record.artifacts:
             if kind != 'image':
@@ -422,23 +395,40 @@ class FetchMlflowRunFn(beam.DoFn):
         yield data, skips
 
 
-class ConvertMlflow(beam.PTransform):
-    """Run ids → runs written to Aim. Outputs ``written`` (one result per run) and ``skipped``."""
+class SplitDeadLettersFn(beam.DoFn):
+    """(RunData, dead letters) → the run, and each dead letter to the ``skipped`` output, its points
+    counted as skipped (so that points read = written + skipped)."""
 
-    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str], progress=None):
+    def __init__(self):
+        self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
+
+    def process(self, element: Tuple[RunData, List[Skip]]):
+        data, skips = element
+        for skip in skips:
+            self.points_skipped.inc(skip.count)
+            yield TaggedOutput(SKIPPED, skip)
+        yield data
+
+
+class ReadMlflow(beam.PTransform):
+    """The planned run ids → runs (``RunData``), fetched in batches (``run_batches``). Applied to the
+    pipeline's start; outputs ``runs`` and ``skipped`` (runs that could not be read, and what a run holds
+    that cannot be kept)."""
+
+    def __init__(self, source: MlflowSource, run_ids: List[str], experiment_names: Dict[str, str]):
         super().__init__()
         self.source = source
-        self.repo = repo
-        self.experiment_names = experiment_names
-        self.progress = progress  # a pipelines.progress.ProgressRecorder: runs and points as they are written
+        self.run_ids = run_ids
+        self.experiment_names = experiment_names  # experiment id -> its name
 
-    def expand(self, run_ids: beam.PCollection) -> Dict[str, beam.PCollection]:
-        fetched = (run_ids
+    def expand(self, begin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
+        fetched = (begin
+                   | 'ListRuns' >> beam.Create(run_batches(self.run_ids, self.source.reads_in_bulk()),
+                                               reshuffle=False)
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
                    .with_outputs(SKIPPED, main='runs'))
-        written = (fetched.runs
-                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED,
-                                                                                                main='written'))
-        skipped = (fetched[SKIPPED], written[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
-        return {'written': written.written, 'skipped': skipped}
+        split = fetched.runs | 'SplitDeadLetters' >> beam.ParDo(SplitDeadLettersFn()).with_outputs(SKIPPED,
+                                                                                                   main='runs')
+        skipped = (fetched[SKIPPED], split[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
+        return {'runs': split.runs, 'skipped': skipped}
