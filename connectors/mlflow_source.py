@@ -344,31 +344,49 @@ class MlflowSource:
         """(run id, its record, or the error that kept it from being read) for each of ``run_ids`` (runs
         of ``experiment_ids``), in order. From a SQL store (``reads_in_bulk``) the runs come from one
         ``search_runs`` (params, tags, datasets, models' ids) and their metric histories from one query
-        of MLflow's ``metrics`` table per ``BULK_POINTS`` points, instead of a ``get_run`` and one
-        ``get_metric_history`` per key for each run (three quarters of a small run's conversion time).
-        Artifacts and models are then read run by run as ``fetch_run`` reads them. Any other store,
-        or a bulk read that fails, is read run by run."""
+        of MLflow's ``metrics`` table per group of runs holding at most ``bulk_points`` points (a bigger
+        run alone; one group's histories are held at a time), instead of a ``get_run`` and one
+        ``get_metric_history`` per key for each run (nine tenths of a small run's MLflow time).
+        Artifacts and models are then read run by run as ``fetch_run`` reads them. Any other store, or
+        runs whose bulk read fails, are read run by run."""
         store = self._sql_store() if len(run_ids) > 1 else None
-        listed, histories = None, None
-        if store is not None:
+        if store is None:
+            yield from self._one_by_one(run_ids)
+            return
+        try:
+            listed = self._listed_runs(run_ids, experiment_ids)
+            points = self._metric_counts(store, [run_id for run_id in run_ids if run_id in listed])
+        except Exception as error:  # noqa: BLE001 (each run is tried again on its own)
+            self._warn_bulk_failed(run_ids, error)
+            yield from self._one_by_one(run_ids)
+            return
+        for group in _groups_by_points(run_ids, points, self.bulk_points):
             try:
-                listed = self._listed_runs(run_ids, experiment_ids)
-                histories = self._bulk_histories(store, [run_id for run_id in run_ids if run_id in listed])
-            except Exception as error:  # noqa: BLE001 (each run is tried again on its own, below)
-                logger.warning('reading %d runs in bulk from %s failed (%s); reading them one by one',
-                               len(run_ids), redact.mask_uri(self.tracking_uri), _first_line(error))
-                listed = histories = None
-        for run_id in run_ids:
-            try:
-                if listed is None:
-                    yield run_id, self.fetch_run(run_id)
-                elif run_id not in listed:
+                histories = self._histories(store, [run_id for run_id in group if points.get(run_id)])
+            except Exception as error:  # noqa: BLE001 (each run is tried again on its own)
+                self._warn_bulk_failed(group, error)
+                yield from self._one_by_one(group)
+                continue
+            for run_id in group:
+                if run_id not in listed:
                     yield run_id, LookupError(f'run {run_id} is no longer in the store (deleted for good since '
                                               f'it was listed)')
-                else:
-                    yield run_id, self._record(listed[run_id], histories.get(run_id, {}))
+                    continue
+                try:
+                    yield run_id, self._record(listed[run_id], histories.pop(run_id, {}))
+                except Exception as error:  # noqa: BLE001 (the caller makes it a dead letter)
+                    yield run_id, error
+
+    def _one_by_one(self, run_ids: Sequence[str]) -> Iterator[Tuple[str, Union[MlflowRunRecord, Exception]]]:
+        for run_id in run_ids:
+            try:
+                yield run_id, self.fetch_run(run_id)
             except Exception as error:  # noqa: BLE001 (the caller makes it a dead letter)
                 yield run_id, error
+
+    def _warn_bulk_failed(self, run_ids: Sequence[str], error: Exception) -> None:
+        logger.warning('reading %d runs at a time from %s failed (%s); reading them one by one', len(run_ids),
+                       redact.mask_uri(self.tracking_uri), redact.mask_text(_first_line(error)))
 
     def _listed_runs(self, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> Dict[str, Any]:
         """Run id → MLflow ``Run`` (info, params, tags, latest metrics, inputs, outputs), as one
@@ -381,37 +399,40 @@ class MlflowSource:
                           max_results=len(run_ids))
         return {run.info.run_id: run for run in page}
 
-    def _bulk_histories(self, store, run_ids: Sequence[str]
-                        ) -> Dict[str, Dict[str, List[Tuple[int, float, int]]]]:
-        """Run id → metric key → history, as ``get_metric_history`` returns it (ordered by timestamp,
-        step, value; NaN where MLflow flagged it; ±inf as MLflow stored it, the largest finite double),
-        read from MLflow's ``metrics`` table: the runs' point counts first, then one query per group of
-        runs holding at most ``BULK_POINTS`` points (a bigger run alone), so that memory stays bounded."""
+    def _metric_counts(self, store, run_ids: Sequence[str]) -> Dict[str, int]:
+        """Run id → how many points MLflow's ``metrics`` table holds for it (runs without points left out)."""
         from sqlalchemy import func
 
         from mlflow.store.tracking.dbmodels.models import SqlMetric
 
-        def counts():
+        def count():
             with store.ManagedSessionMaker() as session:
                 return dict(session.query(SqlMetric.run_uuid, func.count())
                             .filter(SqlMetric.run_uuid.in_(list(run_ids))).group_by(SqlMetric.run_uuid).all())
 
-        def histories(group):
+        return self._call(f'count metrics of {len(run_ids)} runs', count) if run_ids else {}
+
+    def _histories(self, store, run_ids: Sequence[str]) -> Dict[str, Dict[str, List[Tuple[int, float, int]]]]:
+        """Run id → metric key → history, as ``get_metric_history`` returns it (ordered by timestamp,
+        step, value; NaN where MLflow flagged it; ±inf as MLflow stored it, the largest finite double),
+        in one query of MLflow's ``metrics`` table."""
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+        def query():
             with store.ManagedSessionMaker() as session:
                 return session.query(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value,
                                      SqlMetric.timestamp, SqlMetric.is_nan) \
-                    .filter(SqlMetric.run_uuid.in_(group)) \
+                    .filter(SqlMetric.run_uuid.in_(list(run_ids))) \
                     .order_by(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.timestamp, SqlMetric.step,
                               SqlMetric.value, SqlMetric.is_nan).all()
 
-        points = self._call(f'count metrics of {len(run_ids)} runs', counts)
         out: Dict[str, Dict[str, List[Tuple[int, float, int]]]] = {}
-        for group in _groups_by_points([run_id for run_id in run_ids if points.get(run_id)], points,
-                                       self.bulk_points):
-            for run_uuid, key, step, value, timestamp, is_nan in self._call(
-                    f'metric histories of {len(group)} runs', histories, group):
-                out.setdefault(run_uuid, {}).setdefault(key, []).append(
-                    (int(step), float('nan') if is_nan else float(value), int(timestamp)))
+        if not run_ids:
+            return out
+        for run_uuid, key, step, value, timestamp, is_nan in self._call(
+                f'metric histories of {len(run_ids)} runs', query):
+            out.setdefault(run_uuid, {}).setdefault(key, []).append(
+                (int(step), float('nan') if is_nan else float(value), int(timestamp)))
         return out
 
     def _record(self, run, metrics: Dict[str, List[Tuple[int, float, int]]]) -> MlflowRunRecord:
@@ -535,16 +556,16 @@ class MlflowSource:
 
 
 def _groups_by_points(run_ids: Sequence[str], points: Dict[str, int], limit: int) -> Iterator[List[str]]:
-    """``run_ids`` in order, cut into groups of at most ``limit`` points (``points``: run id → its count);
-    a run of more points than ``limit`` is a group alone."""
+    """``run_ids`` in order, cut into groups of at most ``limit`` points (``points``: run id → its count,
+    none for a run without points); a run of more points than ``limit`` is a group alone."""
     group: List[str] = []
     held = 0
     for run_id in run_ids:
-        if group and held + points[run_id] > limit:
+        if group and held + points.get(run_id, 0) > limit:
             yield group
             group, held = [], 0
         group.append(run_id)
-        held += points[run_id]
+        held += points.get(run_id, 0)
     if group:
         yield group
 
