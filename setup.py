@@ -8,7 +8,7 @@ setup(
     name='runferry',
     version='0.1.0',
     description='Batch pipelines that migrate TensorBoard logs and MLflow runs into Aim, losslessly.',
-    packages=find_packages(include=['runmodel', 'connectors', 'transforms', 'pipelines', 'samples']),
+    packages=find_packages(include=['runmodel', 'connectors', 'transforms', 'pipelines', 'pipelines.*', 'samples']),
     python_requires='>=3.11,<3.12',
     install_requires=[
         BEAM,
@@ -28,6 +28,9 @@ setup(
         'samples': ['tensorboardX==2.6.5'],
         # SVG artifacts → aim.Image: rasterized to PNG by resvg (a Rust wheel, no system library)
         'svg': ['resvg-py==0.5.0'],
+        # W&B runs (wandb_to_aim): the .wandb records are W&B's protobuf messages, whose generated classes
+        # only this package ships (runferry imports wandb.proto alone: no W&B service, no network)
+        'wandb': ['wandb==0.31.0'],
         'dev': [
             'resvg-py==0.5.0',
             'tensorboardX==2.6.5',

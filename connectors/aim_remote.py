@@ -15,13 +15,12 @@ from typing import Tuple
 
 from connectors.retry import TRANSIENT_STATUS, RetriesExhausted, call_with_retry, is_transient
 
-__all__ = ['parse_aim_url', 'check_server', 'server_version']
+__all__ = ['parse_aim_url', 'check_server', 'server_version', 'ServerUnusable']
 
 
-def _usage_error(message: str) -> Exception:
-    from pipelines.common import UsageError  # imported late: pipelines imports connectors
-
-    return UsageError(message)
+class ServerUnusable(Exception):
+    """No Aim tracking server can be used at the ``--repo`` address: the message is the one line that
+    says why (the Aim destination makes it a usage error)."""
 
 
 def parse_aim_url(url: str) -> Tuple[str, int]:
@@ -29,7 +28,7 @@ def parse_aim_url(url: str) -> Tuple[str, int]:
     hostport = url[len('aim://'):].rstrip('/') if url.startswith('aim://') else ''
     host, _, port = hostport.rpartition(':')
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _usage_error(f'--repo {url} is not of the form aim://HOST:PORT')
+        raise ServerUnusable(f'--repo {url} is not of the form aim://HOST:PORT')
     return host, int(port)
 
 
@@ -70,13 +69,13 @@ def check_server(url: str, timeout: float = 5.0) -> None:
     try:
         call_with_retry(server_version, url, timeout=timeout, resource=f'Aim server {url}')
     except ValueError as error:
-        raise _usage_error(f'--repo {url}: not an Aim tracking server ({error})') from None
+        raise ServerUnusable(f'--repo {url}: not an Aim tracking server ({error})') from None
     except RetriesExhausted as error:
         cause = error.__cause__
-        raise _usage_error(f'--repo {url}: Aim server is not reachable ({_reason(cause)}; {error.attempts} '
+        raise ServerUnusable(f'--repo {url}: Aim server is not reachable ({_reason(cause)}; {error.attempts} '
                            f'attempt{"" if error.attempts == 1 else "s"} over {error.elapsed:.1f} s)') from None
     except OSError as error:
-        raise _usage_error(f'--repo {url}: Aim server is not reachable ({_reason(error)})') from None
+        raise ServerUnusable(f'--repo {url}: Aim server is not reachable ({_reason(error)})') from None
 
 
 def _reason(error) -> str:

@@ -1,4 +1,5 @@
-"""Entry points: ``python -m pipelines.tf_to_aim`` and ``python -m pipelines.mlflow_to_aim``."""
+"""Entry points (``python -m pipelines.tf_to_aim``, ``python -m pipelines.mlflow_to_aim``), each one source plug
+(``sources/``) and one destination plug (``destinations/``) composed by ``convert`` over the seam (``seam.py``)."""
 import logging as _logging
 
 

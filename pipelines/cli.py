@@ -28,7 +28,7 @@ __all__ = ['new_parser', 'add_shared_flags', 'parse_command', 'check_pipeline_ar
 
 # runferry's own loggers (a logger's filter sees only records logged to it, not to its children): the
 # masking filter sits on each, and on the root logger's handlers, which every propagated record reaches
-LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'flex_template', 'runferry.retry', 'connectors.aim_sink')
+LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim', 'flex_template', 'runferry.retry', 'connectors.aim_sink')
 
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -41,8 +41,8 @@ def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 def add_shared_flags(parser: argparse.ArgumentParser, dry_run_help: str) -> None:
     """The flags of the run, the same for every entry point (after the source's and destination's)."""
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true', help=dry_run_help)
-    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in the working '
-                                                'directory)')
+    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in '
+                                          'the working directory)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
     parser.add_argument('--report', help='also write the final report as JSON to this path')
 

@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from connectors.redact import mask_text, remembered
+from connectors.redact import mask_text
 from runmodel import Skip
 from transforms.counters import NAMESPACE
 

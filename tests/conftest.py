@@ -95,6 +95,15 @@ def tensorflow_zoo(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope='session')
+def wandb_runs(tmp_path_factory):
+    """W&B runs written offline by the real ``wandb`` package (``tests/wandb_runs.py``): (root, what was logged)."""
+    from tests.wandb_runs import write_wandb_runs
+
+    root = str(tmp_path_factory.mktemp('wandb'))
+    return root, write_wandb_runs(root)
+
+
 @pytest.fixture
 def tf_to_aim(tmp_path):
     """Runs ``python -m pipelines.tf_to_aim ARGS`` in a subprocess (as a user would) with extra env vars;

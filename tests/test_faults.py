@@ -21,11 +21,10 @@ import uuid
 
 import pytest
 
-from connectors.aim_remote import check_server
+from connectors.aim_remote import ServerUnusable, check_server
 from connectors.event_files import EventFileSource
 from connectors.retry import RetriesExhausted, RetryPolicy, call_with_retry, is_transient
 from connectors.tfrecord import frame, iter_records
-from pipelines.common import UsageError
 from tests.flaky_proxy import FlakyProxy
 from tests.readback import assert_same_points, expected_metrics, read_metrics
 from tests.servers import free_port
@@ -366,7 +365,7 @@ def test_aim_server_that_never_answers_is_named(monkeypatch):
     setenv(monkeypatch, GIVE_UP)
     url = f'aim://127.0.0.1:{free_port()}'  # nothing listens there
     started = time.monotonic()
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(ServerUnusable) as info:
         check_server(url)
     assert time.monotonic() - started < 5
     assert re.fullmatch(rf'--repo {url}: Aim server is not reachable \(Connection refused; 3 attempts over '

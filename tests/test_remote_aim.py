@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from connectors.aim_remote import check_server, parse_aim_url
+from connectors.aim_remote import ServerUnusable, check_server, parse_aim_url
 from connectors.aim_sink import run_hash_for
-from pipelines.common import UsageError
 from tests.readback import assert_same_points, expected_metrics
 from tests.servers import free_port
 from tests.test_cloud_sources import error_lines
@@ -41,12 +40,12 @@ def test_parse_aim_url():
     assert parse_aim_url('aim://127.0.0.1:53800') == ('127.0.0.1', 53800)
     assert parse_aim_url('aim://tracker.example.com:80/') == ('tracker.example.com', 80)
     for bad in ('aim://127.0.0.1', 'aim://:53800', 'aim://host:port', 'aim://host:0'):
-        with pytest.raises(UsageError, match='aim://HOST:PORT'):
+        with pytest.raises(ServerUnusable, match='aim://HOST:PORT'):
             parse_aim_url(bad)
 
 
 def test_something_else_at_the_port_is_not_an_aim_server(s3_server):
-    with pytest.raises(UsageError, match='not an Aim tracking server'):
+    with pytest.raises(ServerUnusable, match='not an Aim tracking server'):
         check_server(f'aim://127.0.0.1:{s3_server.port}')
 
 

@@ -34,6 +34,9 @@ needs_mlflow = pytest.mark.skipif(mlflow_to_aim is None,
                                   reason='pipelines/mlflow_to_aim.py does not exist yet (issue 4)')
 
 
+TEMPLATE_NAMES = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim')
+
+
 def metadata(template):
     with open(os.path.join(TEMPLATES, template, 'metadata.json')) as f:
         return json.load(f)
@@ -62,11 +65,20 @@ LANDS = {
         'repo': ('/mnt/aim', 'repo', '/mnt/aim'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
     },
+    'wandb_to_aim': {
+        'wandb_dir': ('gs://my-bucket/cluster/wandb', 'wandb_dir', 'gs://my-bucket/cluster/wandb'),
+        'repo': ('aim://10.128.0.5:53800', 'repo', 'aim://10.128.0.5:53800'),
+        'wandb_project': ('vision', 'wandb_projects', ['vision']),
+        'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+        'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
+        'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+    },
 }
 # The smallest template argv that satisfies each pipeline's required flags.
 BASE = {
     'tf_to_aim': {'logdir': '/data/logs', 'repo': '/mnt/aim'},
     'mlflow_to_aim': {'tracking_uri': 'sqlite:////data/mlflow.db', 'repo': '/mnt/aim'},
+    'wandb_to_aim': {'wandb_dir': '/data/wandb', 'repo': '/mnt/aim'},
 }
 # Good and bad values for every parameter's regexes.
 EXAMPLES = {
@@ -82,6 +94,9 @@ EXAMPLES = {
     'include_deleted': (['true', 'false'], ['True', 'yes', '1', '', 'false ']),
     'layout': (['aim', 'flat', 'tensorboard'], ['Aim', 'nested', '', 'tensorboard ', 'aim\nflat']),
     'experiment': (['resnet', 'resnet sweep 3', '17', 'a/b'], ['', ' lead', 'trail ', 'a\nb']),
+    'wandb_dir': (['gs://my-bucket/cluster/wandb', 's3://ml-logs/wandb/', '/mnt/home/me/wandb'],
+                  ['wandb', './wandb', '~/wandb', 'gs://', 'http://host/wandb', '', '/a\nb']),
+    'wandb_project': (['vision', 'my project', 'team-2'], ['', ' lead', 'trail ', 'a\nb']),
     'skipped': (['gs://my-bucket/runferry/skipped.jsonl', 's3://bkt/x.jsonl', '/mnt/aim.skipped.jsonl'],
                 ['skipped.jsonl', 'gs://', '', 'aim://h:1']),
     'report': (['gs://my-bucket/runferry/report.json', '/mnt/aim/report.json'], ['report.json', 'gs://', '']),
@@ -100,7 +115,7 @@ def template_args(values):
 
 # ---------------------------------------------------------------------------------------------- metadata
 
-@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+@pytest.mark.parametrize('template', TEMPLATE_NAMES)
 def test_metadata_has_every_field(template):
     doc = metadata(template)
     assert doc['name'] and doc['description']
@@ -116,7 +131,7 @@ def test_metadata_has_every_field(template):
     assert sorted(names) == sorted(LANDS[template]), 'a parameter was added or removed: update LANDS'
 
 
-@pytest.mark.parametrize('template,name', [(t, n) for t in ('tf_to_aim', 'mlflow_to_aim') for n in params(t)])
+@pytest.mark.parametrize('template,name', [(t, n) for t in TEMPLATE_NAMES for n in params(t)])
 def test_regexes_accept_good_values_and_reject_bad_ones(template, name):
     regexes = params(template)[name]['regexes']
     good, bad = EXAMPLES[name]
@@ -175,6 +190,13 @@ def test_mlflow_required_flags_are_template_parameters():
     check_required_flags_are_parameters(mlflow_to_aim, 'mlflow_to_aim')
 
 
+def test_wandb_template_parameters_are_flags_of_the_pipeline():
+    from pipelines import wandb_to_aim
+
+    check_parameters_land(wandb_to_aim, 'wandb_to_aim')
+    check_required_flags_are_parameters(wandb_to_aim, 'wandb_to_aim')
+
+
 def test_template_switches_and_empty_optionals_are_translated():
     parser = parser_of(tf_to_aim)
     beam = ['--runner=DataflowRunner', '--experiments=use_runner_v2', '--project=p']
@@ -202,7 +224,7 @@ def test_parser_is_caught_from_parse_when_a_module_has_no_make_parser():
 def beam_pins():
     setup = open(os.path.join(ROOT, 'setup.py')).read()
     pins = {'setup.py': re.search(r"""^BEAM = ['"]apache-beam==([\w.]+)['"]""", setup, re.M).group(1)}
-    for template in ('tf_to_aim', 'mlflow_to_aim'):
+    for template in TEMPLATE_NAMES:
         dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
         sdk = re.findall(r'^FROM apache/beam_python3\.11_sdk:([\w.]+)', dockerfile, re.M)
         assert len(sdk) == 1, f'{template}/Dockerfile: one FROM apache/beam_python3.11_sdk:VERSION'
@@ -221,7 +243,7 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     constraints = dict(line.strip().split('==') for line in open(os.path.join(ROOT, 'constraints.txt'))
                        if '==' in line)
     constraints = {re.sub(r'[-_.]+', '-', k).lower(): v for k, v in constraints.items()}
-    for template in ('tf_to_aim', 'mlflow_to_aim'):
+    for template in TEMPLATE_NAMES:
         lines = [line.strip() for line in open(os.path.join(TEMPLATES, template, 'requirements.txt'))
                  if line.strip() and not line.startswith('#')]
         pins = dict(line.split('==') for line in lines)
@@ -233,7 +255,7 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     assert pin_requirements.main(['--check']) == 0, 'run: python -m templates.pin_requirements'
 
 
-@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+@pytest.mark.parametrize('template', TEMPLATE_NAMES)
 def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(template):
     dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
     assert re.search(r'^FROM gcr\.io/dataflow-templates-base/python311-template-launcher-base:\S+ AS launcher$',

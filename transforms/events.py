@@ -4,9 +4,9 @@ Layered like TensorBoard's own loader: bytes (``connectors.tfrecord``) → ``Eve
 typed values (``decode_value``). Every summary value is either decoded into a point of some kind or
 counted as skipped under its plugin's name; nothing is dropped silently.
 
-Kinds: ``metric`` (a float), and the object kinds registered in ``VALUE_DECODERS`` /
-``PLUGIN_DECODERS`` (images, histograms, text, audio, hparams), each a plain picklable payload that
-the sink turns into an Aim object.
+Kinds: ``metric`` (a float), and the object kinds whose decoders ``transforms.plugins`` lists (images,
+histograms, text, audio, hparams), each a plain picklable payload that the sink turns into an Aim
+object. ``VALUE_DECODERS`` / ``PLUGIN_DECODERS`` are built here from both, once, at import.
 """
 from __future__ import annotations
 
@@ -17,46 +17,17 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tupl
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
-from tensorboard.util import tensor_util
 
 from connectors.tfrecord import Problem, RecordBatch, iter_record_batches
+from transforms import plugins
 from transforms.scalar_columns import SCALAR_TENSOR, SIMPLE_VALUE, ScalarColumns, match_scalars
+from transforms.summary_values import UnsupportedValue, tensor_to_ndarray
 from runmodel import METRIC, Series, Skip
 
 __all__ = [
     'UnsupportedValue', 'decode_value', 'EventDecoder', 'read_event_stream', 'tensor_to_ndarray',
     'VALUE_DECODERS', 'PLUGIN_DECODERS',
 ]
-
-
-class UnsupportedValue(Exception):
-    """A summary value runferry does not convert; ``plugin`` names what it was."""
-
-    def __init__(self, plugin: str, reason: str = ''):
-        super().__init__(reason or f'unsupported plugin {plugin!r}')
-        self.plugin = plugin
-
-
-_FAST_DTYPES = {
-    types_pb2.DT_FLOAT: ('float_val', np.float32),
-    types_pb2.DT_DOUBLE: ('double_val', np.float64),
-    types_pb2.DT_INT32: ('int_val', np.int32),
-    types_pb2.DT_INT64: ('int64_val', np.int64),
-}
-
-
-def tensor_to_ndarray(tensor) -> np.ndarray:
-    """A ``TensorProto`` as a numpy array (fast path for numeric scalars, TensorBoard's util otherwise)."""
-    fast = _FAST_DTYPES.get(tensor.dtype)
-    if fast is not None:
-        field, dtype = fast
-        if tensor.tensor_content:
-            shape = [d.size for d in tensor.tensor_shape.dim]
-            return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
-        repeated = getattr(tensor, field)
-        if len(repeated) == 1 and not tensor.tensor_shape.dim:
-            return np.asarray(repeated[0], dtype=dtype)
-    return tensor_util.make_ndarray(tensor)
 
 
 def _scalar_tensor(value, metadata) -> Tuple[str, float]:
@@ -70,13 +41,16 @@ def _simple_value(value, metadata) -> Tuple[str, float]:
     return METRIC, float(value.simple_value)
 
 
-# summary.value oneof field name -> decoder(value, metadata) -> (kind, payload)
-VALUE_DECODERS: Dict[str, Callable[[Any, Any], Tuple[str, Any]]] = {
+# summary.value oneof field name -> decoder(value, metadata) -> (kind, payload): scalars here, the
+# object kinds from transforms.plugins
+VALUE_DECODERS: Dict[Optional[str], Callable[[Any, Any], Tuple[str, Any]]] = {
     'simple_value': _simple_value,
+    **plugins.VALUE_DECODERS,
 }
 # plugin name of a tensor summary -> decoder(value, metadata) -> (kind, payload)
 PLUGIN_DECODERS: Dict[str, Callable[[Any, Any], Tuple[str, Any]]] = {
     'scalars': _scalar_tensor,
+    **plugins.PLUGIN_DECODERS,
 }
 # Event fields that carry data runferry does not convert, and the plugin name they are reported under.
 _SKIPPED_EVENT_FIELDS = {'graph_def': 'graphs', 'meta_graph_def': 'graphs', 'tagged_run_metadata': 'graphs'}
@@ -184,7 +158,7 @@ class _BatchDecoder:
         self.decoder = EventDecoder()
         self.tag_metadata = self.decoder._metadata  # the inline path keeps the decoder's metadata current
         # The two scalar encodings are decoded without a call per value (column-wise, or inline)
-        # unless a registry entry has replaced their decoder.
+        # unless the decoder table holds another decoder for them.
         self.inline_simple = VALUE_DECODERS.get('simple_value') is _simple_value
         self.inline_tensor = PLUGIN_DECODERS.get('scalars') is _scalar_tensor
         # (kind, tag) -> (series, and the bound appends of its columns)
@@ -362,5 +336,3 @@ def _sort_by_position(part: Series) -> None:
         reordered = np.frombuffer(column, dtype=_COLUMN_DTYPES[column.typecode])[order]
         column[:] = array(column.typecode, reordered.tobytes())
 
-
-from transforms import plugins as _plugins  # noqa: E402,F401  registers the plugin decoders in every worker

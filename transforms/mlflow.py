@@ -27,9 +27,9 @@ from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
 __all__ = ['ReadMlflow', 'SplitDeadLettersFn', 'FetchMlflowRunFn', 'run_batches', 'BULK_RUNS', 'SPREAD',
            'mlflow_run_data', 'metric_series', 'artifact_series', 'stepped_image_series', 'image_points',
-           'run_inputs_and_models', 'run_links', 'run_identity',
-           'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED',
-           'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
+           'run_inputs_and_models', 'run_links', 'run_identity', 'aim_tags', 'user_tags', 'parent_tag',
+           'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED', 'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG',
+           'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
 BULK_RUNS = 100  # runs read together from a SQL store, at most (its search_runs then takes one page)

@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import io
 import wave
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from google.protobuf import json_format
 
-from transforms.events import PLUGIN_DECODERS, VALUE_DECODERS, UnsupportedValue, tensor_to_ndarray
+from transforms.summary_values import UnsupportedValue, tensor_to_ndarray
 
 __all__ = [
     'IMAGE', 'DISTRIBUTION', 'TEXT', 'AUDIO', 'HPARAMS', 'HPARAMS_CONFIG', 'ATTRIBUTE_KINDS',
-    'image_header', 'histogram_proto_buckets', 'render_text',
+    'image_header', 'histogram_proto_buckets', 'render_text', 'VALUE_DECODERS', 'PLUGIN_DECODERS',
 ]
 
 IMAGE = 'image'
@@ -249,13 +249,14 @@ def _metadata_only(value, metadata) -> Tuple[str, Any]:
     raise UnsupportedValue(plugin or 'empty value (no data, no plugin metadata)')
 
 
-# summary.value oneof field (None: no field set) -> decoder
-VALUE_DECODERS.update({'image': _image_value, 'histo': _histo_value, 'audio': _audio_value,
-                       None: _metadata_only})
-PLUGIN_DECODERS.update({
+# summary.value oneof field (None: no field set) -> decoder; transforms.events adds the scalars' own
+VALUE_DECODERS: Dict[Optional[str], Callable[[Any, Any], Tuple[str, Any]]] = {
+    'image': _image_value, 'histo': _histo_value, 'audio': _audio_value, None: _metadata_only}
+# plugin name of a tensor summary -> decoder
+PLUGIN_DECODERS: Dict[str, Callable[[Any, Any], Tuple[str, Any]]] = {
     'images': _images_tensor,
     'histograms': _histograms_tensor,
     'text': _text_tensor,
     'audio': _audio_tensor,
     'hparams': _hparams_tensor,
-})
+}

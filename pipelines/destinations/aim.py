@@ -91,8 +91,11 @@ def check_repo_writable(repo: str, early=None) -> None:
     index's: another conversion, or ``aim up``, may hold it), and every part a conversion writes is
     checked writable here, before any work (``_unwritable_part``)."""
     if repo.startswith(REMOTE_SCHEME):
-        from connectors.aim_remote import check_server
-        check_server(repo)
+        from connectors.aim_remote import ServerUnusable, check_server
+        try:
+            check_server(repo)
+        except ServerUnusable as error:
+            raise UsageError(str(error)) from None
         return
     path = os.path.abspath(repo)
     try:

@@ -18,8 +18,8 @@ import apache_beam as beam
 
 from connectors import redact
 from connectors.mlflow_source import MlflowSource as MlflowStore
-from connectors.mlflow_source import (ExperimentRef, artifact_kind, run_datasets, select_experiments, stepped_image_part,
-                                      store_location_problem)
+from connectors.mlflow_source import (ExperimentRef, artifact_kind, run_datasets, select_experiments,
+                                      stepped_image_part, store_location_problem)
 from pipelines.common import UsageError
 from pipelines.report import print_tree
 from pipelines.seam import Destination, Source

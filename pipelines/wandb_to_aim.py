@@ -1,0 +1,48 @@
+"""W&B runs (``.wandb`` files, offline or synced) → Aim repo, as a Beam batch pipeline.
+
+    python -m pipelines.wandb_to_aim --wandb-dir DIR_OR_URL --repo AIM_REPO [--wandb-project NAME ...]
+        [--dry-run] [--skipped PATH] [--strict] [--report PATH] [--storage-options JSON] [any Beam flag...]
+
+Flags this module does not know (``--runner``, ``--direct_num_workers``...) go to Beam untouched.
+"""
+from __future__ import annotations
+
+import sys
+
+# Run as a program, a new local repo is created (pipelines.early_repo) while the imports below load.
+if __name__ == '__main__':
+    from pipelines import early_repo
+    EARLY_REPO = early_repo.start(sys.argv[1:])
+else:
+    EARLY_REPO = None
+
+import argparse
+from typing import List, Optional, Tuple
+
+from pipelines import convert
+from pipelines.common import exit_program
+from pipelines.destinations.aim import AimDestination
+from pipelines.sources.wandb import WandbSource
+
+__all__ = ['PROG', 'make_parser', 'parse', 'run']
+
+PROG = 'wandb_to_aim'
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command line's flags (also read by the Flex Template's tests to match metadata.json)."""
+    return convert.make_parser(PROG, __doc__, WandbSource, AimDestination)
+
+
+def parse(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    """``(the flags, resolved; Beam's arguments)``, or ``UsageError``; nothing is listed or written."""
+    command = convert.parse(make_parser(), WandbSource, AimDestination, argv)
+    return command.args, command.pipeline_args
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    return convert.convert(PROG, __doc__, WandbSource, AimDestination, argv, early=EARLY_REPO)
+
+
+if __name__ == '__main__':
+    exit_program(run())

@@ -1,0 +1,202 @@
+"""``python -m pipelines.wandb_to_aim`` end to end: runs written by the real ``wandb`` package (offline), converted
+by the real command with two worker processes, read back through Aim's SDK against what was logged."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+from aim import Repo
+from aim.storage.context import Context
+
+from connectors.aim_objects import distribution_buckets
+from tests.readback import read_metrics, read_runs
+from tests.wandb_runs import (HISTOGRAM, MEDIA_STEPS, TABLE, TABLE_STEP, alpha_pixels, reference_records,
+                              wandb_files)
+from transforms.wandb import SYSTEM_CONTEXT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_CONTEXT = json.dumps({})
+SYSTEM = json.dumps(SYSTEM_CONTEXT, sort_keys=True)
+
+
+def wandb_to_aim(tmp_path, *args, env=None, workers=2):
+    argv = [sys.executable, '-m', 'pipelines.wandb_to_aim', *args, '--skipped', str(tmp_path / 'skipped.jsonl'),
+            '--report', str(tmp_path / 'report.json')]
+    if workers > 1:
+        argv += ['--direct_num_workers', str(workers), '--direct_running_mode', 'multi_processing']
+    return subprocess.run(argv, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _run(repo: Repo, name: str):
+    return next(run for run in repo.iter_runs() if run.name == name)
+
+
+def _objects(run, getter: str, name: str, context=None):
+    sequence = getattr(run, getter)(name, Context(context or {}))
+    assert sequence is not None, (getter, name)
+    steps, (values, _epochs, _times) = sequence.data.items_list()
+    return steps, values
+
+
+def _stats_points(root: str):
+    """{metric name: [(step, value, time)]} of alpha's system metrics, read from its file directly."""
+    path = next(p for p in wandb_files(root) if '/alpha/' in p)
+    points = {}
+    samples = [r.stats for r in reference_records(path) if r.WhichOneof('record_type') == 'stats']
+    for step, sample in enumerate(samples):
+        when = sample.timestamp.seconds + sample.timestamp.nanos / 1e9
+        for item in sample.item:
+            points.setdefault(item.key, []).append((step, float(json.loads(item.value_json)), when))
+    return points
+
+
+def check_converted(repo_path: str, root: str, expected: dict, names) -> None:
+    """Every run of ``names``, read back through Aim's SDK, holds exactly what was logged."""
+    runs = read_runs(repo_path)
+    assert sorted(runs) == sorted(names)
+    metrics = read_metrics(repo_path)
+    for name in names:
+        want, run = expected[name], runs[name]
+        attributes = run['attributes']
+        assert run['experiment'] == want['experiment'], name
+        assert attributes['wandb_state'] == want['state'], name
+        assert attributes['wandb_project'] == want['experiment']
+        assert run['end_time'] >= run['creation_time']
+        for metric, points in want['metrics'].items():
+            got = metrics[(name, NO_CONTEXT, metric)]
+            assert [s for s, _, _ in got] == [s for s, _, _ in points], (name, metric)
+            assert [v for _, v, _ in got] == [v for _, v, _ in points], (name, metric)
+            assert all(abs(a[2] - b[2]) < 1e-3 for a, b in zip(got, points)), (name, metric)
+        own = {key[2] for key in metrics if key[0] == name and key[1] == NO_CONTEXT}
+        assert own == set(want['metrics']), name  # nothing invented (_step, _timestamp, _runtime are axes)
+    if 'alpha' not in names:
+        return
+    alpha = runs['alpha']['attributes']
+    want = expected['alpha']
+    assert {k: alpha['hparams'][k] for k in want['config']} == want['config']
+    assert (alpha['wandb_entity'], alpha['wandb_group'], alpha['wandb_job_type']) == ('team', 'g1', 'train')
+    assert alpha['wandb_summary']['best_acc'] == 0.93 and alpha['wandb_summary']['loss'] == 1.0 / 200
+    assert expected['resumed']['run_id'] == runs['resumed']['attributes']['wandb_run_id']
+    assert runs['beta']['attributes']['wandb_exit_code'] == 1
+    # system metrics: every sample W&B wrote, at its index, with its time
+    system = {key[2]: points for key, points in metrics.items() if key[0] == 'alpha' and key[1] == SYSTEM}
+    stats = _stats_points(root)
+    assert len(stats['cpu']) >= 3 and sorted(system) == sorted(stats)
+    for metric, points in stats.items():
+        got = system[metric]
+        assert [(s, v) for s, v, _ in got] == [(s, v) for s, v, _ in points], metric
+        assert all(abs(a[2] - b[2]) < 1e-3 for a, b in zip(got, points)), metric
+    repo = Repo.from_path(repo_path)
+    run = _run(repo, 'alpha')
+    assert sorted(run.props.tags, key=str) == sorted(want['tags']) or sorted(t.name for t in run.props.tags) == \
+        sorted(want['tags'])
+    assert run.description == want['description']
+    steps, images = _objects(run, 'get_image_sequence', 'sample')
+    assert steps == list(MEDIA_STEPS)
+    for step, image in zip(steps, images):
+        assert np.array_equal(np.asarray(image.to_pil_image().convert('RGB')), alpha_pixels(step)), step
+        assert image.caption == f'step {step}'
+    steps, distributions = _objects(run, 'get_distribution_sequence', 'weights')
+    assert steps == list(MEDIA_STEPS)
+    for distribution in distributions:
+        edges, counts = distribution_buckets(distribution)
+        assert list(edges) == HISTOGRAM[1] and list(counts) == HISTOGRAM[0]
+    steps, texts = _objects(run, 'get_text_sequence', 'preds')
+    assert steps == [TABLE_STEP]
+    assert texts[0].data == 'epoch,label,score\n1,cat,0.5\n2,"dog, big",0.75\n'
+    assert TABLE['data'][1][1] == 'dog, big'
+    for name, points in want['texts'].items():
+        steps, texts = _objects(run, 'get_text_sequence', name)
+        assert [(s, t.data) for s, t in zip(steps, texts)] == points, name
+    assert [t.data for t in _objects(run, 'get_text_sequence', 'console', {'stream': 'stdout'})[1]] == ['epoch done']
+    assert [t.data for t in _objects(run, 'get_text_sequence', 'console', {'stream': 'stderr'})[1]] == ['second line']
+
+
+def _counters(tmp_path) -> dict:
+    report = json.load(open(tmp_path / 'report.json'))
+    return report.get('counters', report)
+
+
+@pytest.mark.slow
+def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_client, tmp_path):
+    """Scalars, nested keys, strings, images, histograms, a table, console lines, system metrics, config,
+    summary, tags, notes; a failed run, a resumed run (two files, steps restarted by W&B), a killed run;
+    W&B's latest-run links passed over; one dead letter for the list value; the report adds up.
+    Then the same runs from s3:// (moto), project ``vision`` only, into the same repo: its three runs are
+    rewritten as they were (no run, no point twice), the ``nlp`` run is left as it was."""
+    root, expected = wandb_runs
+    repo = str(tmp_path / 'aim')
+    result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
+    skipped = sorted((s['kind'], s['reason'], s['count']) for s in map(json.loads, open(tmp_path / 'skipped.jsonl')))
+    assert skipped == [('point', "history key 'shape': list value", 1),
+                       ('run', 'run holds no point (no history row, system metric or console line): not created, '
+                               'its config and summary not written', 0)]
+    counters = _counters(tmp_path)
+    assert counters['runs_written'] == 4
+    assert counters['points_read'] == counters['points_written'] + counters['points_skipped']
+    assert counters['points_skipped'] == 1
+
+    bucket = f'runferry-{uuid.uuid4().hex[:12]}'
+    s3fs_client.mkdir(bucket)
+    s3fs_client.put(root, f'{bucket}/wandb', recursive=True)
+    result = wandb_to_aim(tmp_path, '--wandb-dir', f's3://{bucket}/wandb', '--repo', repo, '--wandb-project', 'vision',
+                          env=s3_server.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
+    counters = _counters(tmp_path)
+    assert counters['runs_written'] == 3 and counters['runs_filtered'] == 1  # and 'empty', again not created
+
+
+@pytest.mark.slow
+def test_resumed_run_from_gcs(wandb_runs, gcs_server, gcsfs_client, tmp_path):
+    """gs:// through the emulator, two workers, project ``nlp`` only: the resumed run's two files, ordered
+    by their run records read from GCS, are one run holding all ten steps."""
+    root, expected = wandb_runs
+    bucket = f'runferry-{uuid.uuid4().hex[:12]}'
+    gcsfs_client.mkdir(bucket)
+    gcsfs_client.put(root, f'{bucket}/wandb', recursive=True)
+    repo = str(tmp_path / 'aim')
+    result = wandb_to_aim(tmp_path, '--wandb-dir', f'gs://{bucket}/wandb', '--repo', repo, '--wandb-project', 'nlp',
+                          '--storage-options', '{"token": "anon"}', env=gcs_server.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_converted(repo, root, expected, ['resumed'])
+    assert _counters(tmp_path)['runs_filtered'] == 4
+
+
+@pytest.mark.slow
+def test_dry_run_and_an_empty_directory(wandb_runs, tmp_path):
+    root, _ = wandb_runs
+    result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', str(tmp_path / 'aim'), '--dry-run', workers=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '5 runs, 6 .wandb files' in result.stdout and 'run resumeme (resumed: its files merge)' in result.stdout
+    assert not os.path.exists(tmp_path / 'aim' / '.aim')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    result = wandb_to_aim(tmp_path, '--wandb-dir', str(empty), '--repo', str(tmp_path / 'aim'), workers=1)
+    assert result.returncode == 2 and 'holds no W&B run files' in result.stderr
+
+
+def test_flags():
+    """--wandb-project, not --project: Beam's (and Dataflow's launcher's) --project is the Google Cloud project,
+    and passes through to Beam; bad values are one line each, before any work."""
+    from pipelines import wandb_to_aim
+    from pipelines.common import UsageError
+
+    args, pipeline_args = wandb_to_aim.parse(['--wandb-dir', 's3://b/wandb', '--repo', '/mnt/aim', '--project=p',
+                                              '--wandb-project', 'vision', '--wandb_project=nlp'])
+    assert pipeline_args == ['--project=p']
+    assert (args.wandb_dir, args.wandb_projects) == ('s3://b/wandb', ['vision', 'nlp'])
+    for argv, message in ((['--wandb-dir', ' '], '--wandb-dir is empty'),
+                          (['--wandb-dir', '/w', '--wandb-project', ''], '--wandb-project is empty'),
+                          (['--wandb-dir', '/w', '--storage-options', '[1]'], '--storage-options')):
+        with pytest.raises(UsageError) as error:
+            wandb_to_aim.parse([*argv, '--repo', '/mnt/aim'])
+        assert message in str(error.value)
