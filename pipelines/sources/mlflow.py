@@ -4,7 +4,7 @@
 Its flags (``--tracking-uri``, ``--experiment``, ``--include-deleted``), its plan (experiments and their
 runs listed here, page by page, before the pipeline starts; deleted runs counted), its dry run (a tree
 of experiments → runs, nested runs under their parent → what their artifacts become) and its read
-(``transforms.mlflow.ReadMlflow``: one run fetched and mapped per element).
+(``transforms.mlflow.ReadMlflow``: runs fetched in batches, each mapped on its own).
 """
 from __future__ import annotations
 
