@@ -220,8 +220,9 @@ def assert_no_secret(where: str, text: str) -> None:
 @pytest.mark.slow
 def test_secrets_are_never_shown_when_sources_refuse_or_are_down(s3_server, tmp_path):
     """Each command fails with one line naming the source, masked: an MLflow server and a database where
-    nothing listens, moto's S3 without the bucket, an S3 endpoint where nothing listens. MLflow's engine
-    retries a PostgreSQL URI for about 100 s (10 attempts, its own): the commands run at once."""
+    nothing listens, moto's S3 without the bucket, an S3 endpoint where nothing listens (the database is
+    asked by connectors.sql_store before MLflow's own ~100 s engine loop could start). The commands run at
+    once."""
     down = servers.free_port()
     s3_options = {'key': 'AKIAKEYSECRET77', 'secret': 'S3SECRETvalue88', 'token': 'SESSIONtok99',
                   'client_kwargs': {'endpoint_url': s3_server.url}}
