@@ -32,6 +32,8 @@ ratio reported is the median pair's, with every pair's listed.
 4. MLflow: ``python -m pipelines.mlflow_to_aim`` on a SQLite store of ``--mlflow-runs`` small runs,
    beside mlflow-export-import's ``export-experiments`` (``benchmarks.mlflow_bench``; ``--mlflow-only``
    runs only this step).
+5. W&B: ``python -m pipelines.wandb_to_aim`` on directories of ``--wandb-runs`` runs (10 and 1,000),
+   its rate and its peak memory as the runs grow (``benchmarks.wandb_bench``; ``--wandb-only``).
 
 Results are printed and appended to ``benchmarks/RESULTS.md`` with the machine and date.
 """
@@ -302,15 +304,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--mlflow-runs', type=int, default=1052,
                         help='runs of the MLflow store converted by mlflow_to_aim (benchmarks.mlflow_bench; 0: skip)')
     parser.add_argument('--mlflow-only', action='store_true', help='only the MLflow step')
+    parser.add_argument('--wandb-runs', default='10,1000',
+                        help='run counts of the W&B directories converted by wandb_to_aim (benchmarks.wandb_bench; '
+                             'empty: skip)')
+    parser.add_argument('--wandb-only', action='store_true', help='only the W&B step')
     parser.add_argument('extra', nargs='*', help='extra flags for tf_to_aim and mlflow_to_aim (after --)')
     args = parser.parse_args(argv)
     os.makedirs(args.cache, exist_ok=True)
     try:
-        status = 0 if args.mlflow_only else _measure(args)
-        if args.mlflow_runs and status == 0:
+        status = 0 if (args.mlflow_only or args.wandb_only) else _measure(args)
+        if args.mlflow_runs and status == 0 and not args.wandb_only:
             from benchmarks.mlflow_bench import measure_mlflow
 
             measure_mlflow(args.cache, args.mlflow_runs, args.trials, args.extra, record=not args.no_record)
+        wandb_sizes = [int(size) for size in args.wandb_runs.split(',') if size.strip()]
+        if wandb_sizes and status == 0 and not args.mlflow_only:
+            from benchmarks.wandb_bench import measure_wandb
+
+            measure_wandb(args.cache, wandb_sizes, args.extra, record=not args.no_record)
         return status
     finally:
         empty_trash(args.cache)  # the repos set aside (see set_aside), once nothing is timed any more
