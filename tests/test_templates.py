@@ -55,6 +55,17 @@ LANDS = {
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
     },
+    'tf_to_mlflow': {
+        'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
+        'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
+        'experiment': ('resnet sweep', 'experiment', 'resnet sweep'),
+        'artifact_location': ('gs://my-bucket/mlflow', 'artifact_location', 'gs://my-bucket/mlflow'),
+        'flat': ('true', 'flat', True),
+        'layout': ('tensorboard', 'layout', 'tensorboard'),
+        'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+        'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
+        'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+    },
     'mlflow_to_aim': {
         'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
         'include_deleted': ('true', 'include_deleted', True),
@@ -67,6 +78,7 @@ LANDS = {
 BASE = {
     'tf_to_aim': {'logdir': '/data/logs', 'repo': '/mnt/aim'},
     'mlflow_to_aim': {'tracking_uri': 'sqlite:////data/mlflow.db', 'repo': '/mnt/aim'},
+    'tf_to_mlflow': {'logdir': '/data/logs', 'tracking_uri': 'https://mlflow.example.com'},
 }
 # Good and bad values for every parameter's regexes.
 EXAMPLES = {
@@ -87,6 +99,8 @@ EXAMPLES = {
     'report': (['gs://my-bucket/runferry/report.json', '/mnt/aim/report.json'], ['report.json', 'gs://', '']),
     'storage_options': (['{"anon": true}', '{}', '{"endpoint_url": "http://minio:9000", "key": "k"}'],
                         ['anon=true', '[1, 2]', '"x"', '', '{"a": 1}\n{"b": 2}']),
+    'artifact_location': (['gs://my-bucket/mlflow-artifacts', 's3://bkt/a', '/mnt/artifacts'],
+                          ['artifacts', './a', 'gs://', '', '/a\nb']),
     'tracking_uri': (['https://mlflow.example.com', 'http://10.0.0.3:5000', 'http://mlflow:5000/prefix',
                       'postgresql://user@10.0.0.3/mlflow', 'postgresql+psycopg2://u:p@db:5432/mlflow',
                       'sqlite:////mnt/mlflow/mlflow.db', 'file:///mnt/mlruns', '/mnt/mlruns'],
@@ -100,7 +114,7 @@ def template_args(values):
 
 # ---------------------------------------------------------------------------------------------- metadata
 
-@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow'])
 def test_metadata_has_every_field(template):
     doc = metadata(template)
     assert doc['name'] and doc['description']
@@ -116,7 +130,7 @@ def test_metadata_has_every_field(template):
     assert sorted(names) == sorted(LANDS[template]), 'a parameter was added or removed: update LANDS'
 
 
-@pytest.mark.parametrize('template,name', [(t, n) for t in ('tf_to_aim', 'mlflow_to_aim') for n in params(t)])
+@pytest.mark.parametrize('template,name', [(t, n) for t in ('tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow') for n in params(t)])
 def test_regexes_accept_good_values_and_reject_bad_ones(template, name):
     regexes = params(template)[name]['regexes']
     good, bad = EXAMPLES[name]
@@ -175,6 +189,14 @@ def test_mlflow_required_flags_are_template_parameters():
     check_required_flags_are_parameters(mlflow_to_aim, 'mlflow_to_aim')
 
 
+def test_tf_to_mlflow_template_parameters_are_flags_of_the_pipeline():
+    from pipelines import tf_to_mlflow
+
+    check_parameters_land(tf_to_mlflow, 'tf_to_mlflow')
+    check_required_flags_are_parameters(tf_to_mlflow, 'tf_to_mlflow')
+    assert {'logdir', 'tracking_uri'} <= {n for n, p in params('tf_to_mlflow').items() if not p['isOptional']}
+
+
 def test_template_switches_and_empty_optionals_are_translated():
     parser = parser_of(tf_to_aim)
     beam = ['--runner=DataflowRunner', '--experiments=use_runner_v2', '--project=p']
@@ -202,7 +224,7 @@ def test_parser_is_caught_from_parse_when_a_module_has_no_make_parser():
 def beam_pins():
     setup = open(os.path.join(ROOT, 'setup.py')).read()
     pins = {'setup.py': re.search(r"""^BEAM = ['"]apache-beam==([\w.]+)['"]""", setup, re.M).group(1)}
-    for template in ('tf_to_aim', 'mlflow_to_aim'):
+    for template in ('tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow'):
         dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
         sdk = re.findall(r'^FROM apache/beam_python3\.11_sdk:([\w.]+)', dockerfile, re.M)
         assert len(sdk) == 1, f'{template}/Dockerfile: one FROM apache/beam_python3.11_sdk:VERSION'
@@ -221,7 +243,7 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     constraints = dict(line.strip().split('==') for line in open(os.path.join(ROOT, 'constraints.txt'))
                        if '==' in line)
     constraints = {re.sub(r'[-_.]+', '-', k).lower(): v for k, v in constraints.items()}
-    for template in ('tf_to_aim', 'mlflow_to_aim'):
+    for template in ('tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow'):
         lines = [line.strip() for line in open(os.path.join(TEMPLATES, template, 'requirements.txt'))
                  if line.strip() and not line.startswith('#')]
         pins = dict(line.split('==') for line in lines)
@@ -233,7 +255,7 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     assert pin_requirements.main(['--check']) == 0, 'run: python -m templates.pin_requirements'
 
 
-@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim'])
+@pytest.mark.parametrize('template', ['tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow'])
 def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(template):
     dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
     assert re.search(r'^FROM gcr\.io/dataflow-templates-base/python311-template-launcher-base:\S+ AS launcher$',
