@@ -283,7 +283,7 @@ class _RunWrite:
                 new_params[key] = text
             elif held[key] != text:
                 self.on_skip(Skip(self.data.origin, 'MLflow params never change: the run holds another value',
-                                  'point', detail=f'param {sources[key]!r}: {text!r}, MLflow holds {held[key]!r}'))
+                                  'point', count=0, detail=f'param {sources[key]!r}: {text!r}, MLflow holds {held[key]!r}'))
         for key, text in list(new_params.items()):
             if len(text) > MAX_PARAM_LENGTH:  # MLflow would cut it silently: kept whole elsewhere
                 del new_params[key]
@@ -304,7 +304,7 @@ class _RunWrite:
         if problem is None and key in params:
             problem = f'MLflow param {key!r} already holds {sources[key]!r} (after renaming)'
         if problem is not None:
-            self.on_skip(Skip(self.data.origin, problem, 'point', detail=f'param {name!r}'))
+            self.on_skip(Skip(self.data.origin, problem, 'point', count=0, detail=f'param {name!r}'))
             return
         if key != name:
             self.renamed[name] = key
