@@ -11,7 +11,9 @@ The mapping (keys: ``connectors.mlflow_names``):
   written it is set FINISHED with its end time (last point's wall time). A run killed midway stays
   RUNNING until a re-run completes it;
 * metrics: one MLflow metric per sequence, each point with its step, wall time (ms) and value, in
-  ``log_batch`` calls of at most 1,000 metrics and under 1 MB. MLflow stores ±inf as ±1.797e308;
+  ``log_batch`` calls of at most 1,000 metrics and under 1 MB; into a SQL store opened directly, in bulk
+  transactions into its tables instead (``connectors.mlflow_sql``, the same rows ``log_batch`` writes,
+  ``latest_metrics`` included). MLflow stores ±inf as ±1.797e308;
 * hparams → params (``str(value)``; a list or dict as JSON); per-context hparams that disagree →
   ``<context>/<name>``. A value longer than MLflow's 6,000 characters → the tag ``runferry.param.<name>``
   (up to 8,000) or else the artifact ``params/<name>.txt``; counted as ``params_moved``. A param the run
@@ -45,6 +47,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set,
 from connectors.mlflow_names import (RENAMED_TAG, SOURCE_ID_TAG, SOURCE_TAG, TAG_PREFIX, context_prefix, key_problem,
                                      mlflow_key, source_id)
 from connectors.mlflow_source import normalize_tracking_uri, stepped_image_part
+from connectors.mlflow_sql import BULK_ROWS, SqlMetricWriter
 from connectors.redact import mask_text
 from runmodel import METRIC, RunData, Series, Skip
 
@@ -58,6 +61,7 @@ MAX_PARAM_LENGTH = 6000  # MAX_PARAM_VAL_LENGTH (MLflow would truncate a longer 
 MAX_TAG_LENGTH = 8000  # MAX_TAG_VAL_LENGTH (the same)
 MLFLOW_HTTP_RETRIES = '2'  # MLflow's own retries per HTTP request (its default, 7, is ~4 minutes a call)
 HISTOGRAM_DIR = 'histograms'
+BULK_SWITCH = 'RUNFERRY_MLFLOW_BULK'  # '0': metrics through log_batch even into a SQL store
 HPARAMS = 'hparams'
 HPARAMS_BY_CONTEXT = 'hparams_by_context'
 CONFIG_ATTRIBUTES = ('hparams_config', 'hparams_config_by_context')
@@ -103,11 +107,21 @@ class MlflowRunWriter:
         # server, MLflow's is ./mlruns in the working directory)
         self.artifact_location = artifact_location
         self._client = None
+        self._bulk: Any = False  # not looked at yet
         self._experiment_ids: Dict[str, str] = {}
 
     def __getstate__(self):
         return {'tracking_uri': self.tracking_uri, 'artifact_location': self.artifact_location, '_client': None,
-                '_experiment_ids': {}}
+                '_bulk': False, '_experiment_ids': {}}
+
+    @property
+    def bulk(self):
+        """The bulk metric writer of a SQL store (``connectors.mlflow_sql``), None for other stores or
+        when ``RUNFERRY_MLFLOW_BULK=0`` asks for ``log_batch`` everywhere."""
+        if self._bulk is False:
+            use = os.environ.get(BULK_SWITCH, '1') != '0'
+            self._bulk = SqlMetricWriter.for_client(self.client) if use else None
+        return self._bulk
 
     @property
     def client(self):
@@ -162,7 +176,7 @@ class MlflowRunWriter:
             tags = {SOURCE_TAG: _fit_tag(mask_text(spec.identity)), SOURCE_ID_TAG: source_id(spec.identity)}
             start = ms(spec.creation_time) if spec.creation_time is not None else None
             run = self.client.create_run(experiment_id, start_time=start, tags=tags, run_name=spec.name)
-        written = _RunWrite(self.client, run, created, data, on_skip)
+        written = _RunWrite(self.client, run, created, data, on_skip, self.bulk)
         result = written.run()
         end = ms(spec.end_time) if spec.end_time is not None else None
         if run.info.end_time is not None and end is not None:
@@ -178,8 +192,9 @@ def _fit_tag(value: str) -> str:
 class _RunWrite:
     """One write of one run: what to log, compared with what the run already holds."""
 
-    def __init__(self, client, run, created: bool, data: RunData, on_skip: Callable[[Skip], None]):
+    def __init__(self, client, run, created: bool, data: RunData, on_skip: Callable[[Skip], None], bulk=None):
         self.client = client
+        self.bulk = bulk  # a connectors.mlflow_sql.SqlMetricWriter for a SQL store opened directly, or None
         self.run_id = run.info.run_id
         self.held = run.data if not created else None  # None: a new run holds nothing
         self.created = created
@@ -331,16 +346,22 @@ class _RunWrite:
     # ---------------------------------------------------------------------------------- metrics
 
     def write_metrics(self, metrics: List[Series]) -> None:
-        from mlflow.entities import Metric
-
-        batch: List[Any] = []
-        size = 0
+        """Every metric point the run does not hold, in batches: ``log_batch`` calls at MLflow's limits, or
+        bulk transactions straight into a SQL store's tables (``connectors.mlflow_sql``)."""
+        bulk = self.bulk
+        limit = BULK_ROWS if bulk is not None else MAX_METRICS_PER_BATCH
         held_keys = set(self.held.metrics) if self.held is not None else set()
+        held_all = bulk.history(self.run_id) if bulk is not None and held_keys else {}
+        batch: List[Tuple[str, float, int, int]] = []
+        size = 0
         for series in metrics:
             key = self.key_of(series)
             if key is None:
                 continue
-            held = self._history(key) if key in held_keys else set()
+            if bulk is not None:
+                held = held_all.get(key, set())
+            else:
+                held = self._history(key) if key in held_keys else set()
             written = present = refused = 0
             for step, wall_time, value in zip(series.steps, series.wall_times, series.values):
                 timestamp = ms(wall_time)
@@ -350,10 +371,10 @@ class _RunWrite:
                 if (int(step), timestamp, _stored(value)) in held:
                     present += 1
                     continue
-                batch.append(Metric(key, float(value), timestamp, int(step)))
+                batch.append((key, float(value), timestamp, int(step)))
                 size += len(key) + 80
                 written += 1
-                if len(batch) >= MAX_METRICS_PER_BATCH or size >= MAX_BATCH_BYTES:
+                if len(batch) >= limit or (bulk is None and size >= MAX_BATCH_BYTES):
                     self._log_metrics(batch)
                     batch, size = [], 0
             if refused:
@@ -365,8 +386,14 @@ class _RunWrite:
     def _history(self, key: str) -> Set[Tuple[int, int, Any]]:
         return {(m.step, m.timestamp, _stored(m.value)) for m in self.client.get_metric_history(self.run_id, key)}
 
-    def _log_metrics(self, batch: List[Any]) -> None:
-        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+    def _log_metrics(self, batch: List[Tuple[str, float, int, int]]) -> None:
+        if self.bulk is not None:
+            self.bulk.write(self.run_id, batch)
+            return
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run_id, metrics=[Metric(key, value, timestamp, step)
+                                                    for key, value, timestamp, step in batch], synchronous=True)
 
     # -------------------------------------------------------------------------------- artifacts
 

@@ -150,7 +150,8 @@ def read_store(uri: str, experiment: str, scratch: str) -> Dict[str, Dict[str, A
         files = {os.path.relpath(os.path.join(d, f), local).replace(os.sep, '/'): os.path.join(d, f)
                  for d, _, names in os.walk(local) for f in names}
         result[name] = {'info': run.info, 'params': dict(run.data.params), 'tags': dict(run.data.tags),
-                        'metrics': metrics, 'files': files}
+                        'metrics': metrics, 'files': files,
+                        'latest': {k: _history_value(v) for k, v in run.data.metrics.items()}}
     return result
 
 
@@ -193,6 +194,9 @@ def check_store(uri: str, root: str, logs, scratch: str) -> Dict[str, Dict[str, 
             metric_want['acc_top1'] = metric_want.pop(ODD_TAG)
             assert json.loads(got['tags'][RENAMED_TAG]) == {ODD_TAG: 'acc_top1'}
         assert got['metrics'] == metric_want, name
+        # latest_metrics (what MLflow's run pages and search show): each key's point greatest by (step, time, value)
+        assert got['latest'] == {k: max(points, key=lambda p: (p[0], p[1], p[2] if p[2] != 'nan' else 0.0))[2]
+                                 for k, points in got['metrics'].items()}, name
         images = stepped_images(got['files'])
         assert want['images'] <= set(images), name
         for key, steps in want['histograms'].items():
