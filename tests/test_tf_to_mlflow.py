@@ -356,3 +356,106 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
     write('again')
     second = check_store(uri, root, logs, str(tmp_path / 'read2'))
     assert _metric_rows(second) == _metric_rows(first)
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+def _metric_state(uri: str, experiment: str) -> Dict[str, Any]:
+    """Per run name: times, status, params and every metric's full history, as MLflow gives them back."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    state = {}
+    for run in client.search_runs([found.experiment_id], max_results=1000):
+        assert run.info.run_name not in state, f'a second run {run.info.run_name!r}'
+        state[run.info.run_name] = (run.info.start_time, run.info.end_time, run.info.status, dict(run.data.params),
+                                    {k: sorted((m.step, m.timestamp, m.value)
+                                               for m in client.get_metric_history(run.info.run_id, k))
+                                     for k in run.data.metrics})
+    return state
+
+
+def _many_runs(root: str, runs: int, steps: int) -> None:
+    from samples.tensorboard_logs import write_tbx
+
+    for i in range(runs):
+        write_tbx(os.path.join(root, f'run_{i:02d}', 'train'), ('loss', 'acc', 'lr'), steps, salt=i,
+                  start_time=1_700_000_000.0 + 10_000 * i)
+        write_tbx(os.path.join(root, f'run_{i:02d}', 'validate'), ('loss',), steps // 5, salt=i,
+                  start_time=1_700_000_000.0 + 10_000 * i)
+
+
+def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
+    """SIGKILL once the store holds runs, then the same command again: the store ends as an uninterrupted
+    conversion's (no second run, no point twice or missing, every run FINISHED)."""
+    import signal
+    import sqlite3
+    import time
+
+    root = str(tmp_path / 'kill')
+    _many_runs(root, 16, 4000)
+    reference = f'sqlite:///{tmp_path}/reference.db'
+    done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed_db = tmp_path / 'killed.db'
+    cwd = tmp_path / 'cwd'
+    argv = [sys.executable, '-m', 'pipelines.tf_to_mlflow', '--logdir', root, '--tracking-uri',
+            f'sqlite:///{killed_db}', '--skipped', str(tmp_path / 'killed.jsonl'),
+            '--direct_num_workers', '2', '--direct_running_mode', 'multi_processing']
+    env = {**os.environ, 'PYTHONPATH': ROOT}
+    process = subprocess.Popen(argv, cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline, points = time.monotonic() + 300, 0
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with sqlite3.connect(f'file:{killed_db}?mode=ro', uri=True, timeout=1) as db:
+                points = db.execute('select count(*) from metrics').fetchone()[0]
+        except sqlite3.Error:
+            points = 0  # not created, or its tables not yet
+        if points:
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, 'the conversion ended before it could be killed: make the logdir bigger'
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert points > 0
+
+    again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', f'sqlite:///{killed_db}')
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _metric_state(f'sqlite:///{killed_db}', 'kill') == _metric_state(reference, 'kill')
+
+
+def test_server_dropping_connections_is_waited_out_or_named(tmp_path, monkeypatch, capsys):
+    """An ``mlflow server`` behind a proxy that goes down twice mid-conversion (a response cut short,
+    refused connections for 1.5 s): every run arrives whole, once. Down for good: one line naming the
+    server (masked), exit 2, before any work."""
+    from pipelines import tf_to_mlflow as command
+    from tests.flaky_proxy import FlakyProxy
+    from tests.servers import mlflow_server
+
+    root = str(tmp_path / 'flaky')
+    _many_runs(root, 4, 600)
+    for key, value in {'RUNFERRY_RETRY_ATTEMPTS': '6', 'RUNFERRY_RETRY_INITIAL_SECONDS': '0.2',
+                       'RUNFERRY_RETRY_MAX_SECONDS': '30', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0'}.items():
+        monkeypatch.setenv(key, value)
+    with mlflow_server(str(tmp_path / 'server')) as server, FlakyProxy(server.port) as proxy:
+        reference = f'sqlite:///{tmp_path}/reference.db'
+        monkeypatch.chdir(tmp_path)
+        assert command.run(['--logdir', root, '--tracking-uri', reference]) == 0
+        proxy.cut_after(30_000, 1.5)  # once the writes are under way
+        outages = proxy.outages
+        assert command.run(['--logdir', root, '--tracking-uri', proxy.url,
+                            '--skipped', str(tmp_path / 'skipped.jsonl')]) == 0
+        assert proxy.outages == outages + 1
+        assert _metric_state(proxy.url, 'flaky') == _metric_state(reference, 'flaky')
+
+        proxy.down()
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            command.run(['--logdir', root, '--tracking-uri', f'http://user:hunter2@127.0.0.1:{proxy.port}'])
+        assert exit_info.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith('tf_to_mlflow: error: --tracking-uri http://') and 'unreachable after' in line, line
+        assert 'hunter2' not in line
