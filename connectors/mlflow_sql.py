@@ -67,9 +67,16 @@ class SqlMetricWriter:
         query = sa.select(table.c.key, table.c.step, table.c.timestamp, table.c.value, table.c.is_nan).where(
             table.c.run_uuid == run_id)
         with self.engine.connect() as connection:
+            self._wait_for_locks(connection)
             for key, step, timestamp, value, is_nan in connection.execute(query):
                 held.setdefault(key, set()).add((int(step), int(timestamp), 'nan' if is_nan else float(value)))
         return held
+
+    def _wait_for_locks(self, connection) -> None:
+        """On SQLite, wait up to 20 s for another writer's lock, as MLflow's own sessions do (its
+        ``PRAGMA busy_timeout``), instead of failing at once with "database is locked"."""
+        if self.engine.dialect.name == 'sqlite':
+            connection.exec_driver_sql('PRAGMA busy_timeout = 20000')
 
     def write(self, run_id: str, rows: List[Row]) -> None:
         """Insert the points ``rows`` (none of which the run holds) and bring ``latest_metrics`` up to date."""
@@ -88,6 +95,7 @@ class SqlMetricWriter:
                 newest[key] = candidate
         latest = self.latest
         with self.engine.begin() as connection:
+            self._wait_for_locks(connection)
             connection.execute(self.metrics.insert(), records)
             keys = sorted(newest)
             held = {}
