@@ -1,13 +1,14 @@
-"""The command-line layer every entry point shares: the destination's flags, Beam's flags, masking.
+"""The command-line layer every entry point shares: the run's flags, Beam's flags, masking.
 
-An entry point makes its parser with ``new_parser``, adds its source's flags, then the shared ones with
-``add_shared_flags`` (``--repo``, ``--dry-run``, ``--skipped``, ``--strict``, ``--report``), and parses
-with ``parse_command``. What its parser does not take goes to Beam, but only if Beam knows it: a flag that
-is neither the program's nor a Beam/runner option (``--dryrun``, ``--falt``) would be dropped by Beam with
-a warning ("Discarding unparseable args") and the conversion would run without it, so it is refused
-here, with a "did you mean" line, before any work. Beam's options are the ones Beam itself parses: every
-option registered by a direct subclass of ``PipelineOptions`` (as ``PipelineOptions.get_all_options``
-collects them), after the ``--runner``'s module is loaded (a runner may register its own options).
+``pipelines.convert`` makes a command's parser with ``new_parser``, adds its source's and its
+destination's flags (``pipelines.seam``), then the shared ones with ``add_shared_flags`` (``--dry-run``,
+``--skipped``, ``--strict``, ``--report``), and parses with ``parse_command``. What its parser does not
+take goes to Beam, but only if Beam knows it: a flag that is neither the program's nor a Beam/runner
+option (``--dryrun``, ``--falt``) would be dropped by Beam with a warning ("Discarding unparseable
+args") and the conversion would run without it, so it is refused here, with a "did you mean" line,
+before any work. Beam's options are the ones Beam itself parses: every option registered by a direct
+subclass of ``PipelineOptions`` (as ``PipelineOptions.get_all_options`` collects them), after the
+``--runner``'s module is loaded (a runner may register its own options).
 
 ``start`` sets up logging with every secret masked (``connectors.redact``), and ``parse_command``
 remembers the secrets of the URIs and storage options it parsed so that masking finds them anywhere.
@@ -20,7 +21,7 @@ import logging
 from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from connectors import redact
-from pipelines.common import UsageError, default_skipped_path
+from pipelines.common import UsageError
 
 __all__ = ['new_parser', 'add_shared_flags', 'parse_command', 'check_pipeline_args', 'program_flags',
            'suggestion', 'start', 'LOGGERS']
@@ -38,24 +39,20 @@ def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 
 
 def add_shared_flags(parser: argparse.ArgumentParser, dry_run_help: str) -> None:
-    """The flags of the destination (an Aim repo) and of the run, the same for every entry point."""
-    parser.add_argument('--repo', required=True, help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
+    """The flags of the run, the same for every entry point (after the source's and destination's)."""
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true', help=dry_run_help)
-    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside the repo)')
+    parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in the working '
+                                                'directory)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
     parser.add_argument('--report', help='also write the final report as JSON to this path')
 
 
 def parse_command(parser: argparse.ArgumentParser, argv: Optional[List[str]]
                   ) -> Tuple[argparse.Namespace, List[str]]:
-    """``(the program's arguments, Beam's arguments)``; a flag neither knows, an empty ``--repo``, is a
-    ``UsageError``. The default dead-letter path is filled in, and every secret parsed is remembered."""
+    """``(the program's arguments, Beam's arguments)``; a flag neither knows is a ``UsageError``. Every
+    secret parsed is remembered."""
     known, pipeline_args = parser.parse_known_args(argv)
     check_pipeline_args(pipeline_args, parser)
-    if not known.repo.strip():
-        raise UsageError('--repo is empty')
-    if known.skipped is None:
-        known.skipped = default_skipped_path(known.repo)
     redact.remember(_secrets_of(vars(known).values()) | _secrets_of_beam_args(pipeline_args))
     return known, pipeline_args
 

@@ -1,4 +1,5 @@
-"""What both pipelines share: flag errors, Beam options, dead letters, the end-of-run report."""
+"""What every conversion shares, whatever its source and destination: flag errors, Beam options, dead
+letters, running to the end, the exit status."""
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +16,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors.redact import mask_text, remembered
-from transforms.runs import NAMESPACE
 from runmodel import Skip
+from transforms.counters import NAMESPACE
 
-__all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'default_skipped_path', 'WriteSkipped',
-           'read_counters', 'check_repo_writable', 'parse_json_flag', 'watch_progress', 'finish',
-           'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'finish_outputs', 'exit_program', 'run_to_end', 'failure_line',
-           'first_run_failure', 'masked_letter']
+__all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'WriteSkipped', 'read_counters', 'parse_json_flag',
+           'watch_progress', 'finish', 'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'exit_program', 'run_to_end',
+           'failure_line', 'first_run_failure', 'masked_letter']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
@@ -90,90 +90,11 @@ def pipeline_options(pipeline_args: List[str], runs: int = 0) -> PipelineOptions
     return PipelineOptions(args, save_main_session=False)
 
 
-def default_skipped_path(repo: str) -> str:
-    """Dead letters go beside a local repo (``REPO.skipped.jsonl``), or in the working directory."""
-    if repo.startswith('aim://'):
-        return os.path.abspath('runferry-skipped.jsonl')
-    return os.path.abspath(repo.rstrip('/')) + '.skipped.jsonl'
-
-
-# What a conversion writes in a local repo's .aim: run data, run locks, the index, the SQLite props
-# (SQLite also needs its directory, for its journal). Each must be writable, or creatable in its parent.
-_REPO_WRITES = ('.', 'run_metadata.sqlite', 'locks', 'meta', 'meta/chunks', 'meta/index', 'seqs', 'seqs/chunks')
-
-
-def check_repo_writable(repo: str, early=None) -> None:
-    """A local repo must be creatable/writable; a remote one must answer (checked by the sink module).
-    ``early`` (a ``pipelines.early_repo.EarlyRepo``) is a repo already being created for this command:
-    if it is this one and it was created, it is taken as is.
-
-    A new local repo is created atomically (``pipelines.early_repo.create_repo``), so conversions
-    racing to create it share one repo. An existing one is opened without taking any lock (not the
-    index's: another conversion, or ``aim up``, may hold it), and every part a conversion writes is
-    checked writable here, before any work (``_unwritable_part``)."""
-    if repo.startswith('aim://'):
-        from connectors.aim_remote import check_server
-        check_server(repo)
-        return
-    path = os.path.abspath(repo)
-    try:
-        built_early = early is not None and early.claim(repo)
-    except OSError as error:
-        raise UsageError(f'--repo {repo} cannot be created: {error}') from None
-    if not built_early:
-        _check_creatable(repo, path)
-        _create_or_open(repo, path)
-    unwritable = _unwritable_part(os.path.join(path, '.aim'))
-    if unwritable:
-        raise UsageError(f'--repo {repo} is not writable: {unwritable} is read-only')
-
-
-def _check_creatable(repo: str, path: str) -> None:
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise UsageError(f'--repo {repo} is not writable ({probe} is not a writable directory)')
-
-
-def _create_or_open(repo: str, path: str) -> None:
-    """Create the repo (atomically) if it has no ``.aim`` yet; then open it as Aim does, with no lock."""
-    from connectors.aim_sink import open_repo
-    from pipelines.early_repo import create_repo
-
-    if not os.path.lexists(os.path.join(path, '.aim')):
-        try:
-            create_repo(path)  # created here, once, so that workers never race to initialize it
-        except Exception as error:
-            raise UsageError(f'--repo {repo} cannot be created as an Aim repo: {error}') from None
-    try:
-        open_repo(repo, create=False)
-    except Exception as error:
-        raise UsageError(f'--repo {repo} cannot be opened as an Aim repo: {error}') from None
-
-
 def masked_letter(skip: Skip, secrets: Iterable[str] = ()) -> str:
     """A dead letter's JSON line with the secrets in its texts (a source URI, a library's error) masked."""
     letter = {key: mask_text(value, secrets) if isinstance(value, str) else value
               for key, value in dataclasses.asdict(skip).items() if value is not None}
     return json.dumps(letter, sort_keys=True)
-
-
-def _unwritable_part(aim_dir: str) -> Optional[str]:
-    """The first part of the repo a conversion writes that it could not write, or None. ``os.access``
-    tells, even for root: a read-only mount (EROFS) and an immutable file (``chattr +i``, EPERM) are
-    refused to root as to anyone; for others, permission bits too."""
-    for part in _REPO_WRITES:
-        target = os.path.normpath(os.path.join(aim_dir, part))
-        while not os.path.lexists(target):
-            target = os.path.dirname(target)  # created when first written: its directory must be writable
-        mode = os.W_OK | (os.X_OK if os.path.isdir(target) else 0)
-        if not os.access(target, mode):
-            return target
-    return None
 
 
 class WriteSkipped(beam.DoFn):
@@ -233,18 +154,21 @@ def watch_progress(pipeline_args: List[str], files_total: int, runs_total: int):
             display.stop()
 
 
-def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry') -> int:
-    """Print the report (and write it as JSON with ``--report``) and return the exit status: 1 when a
-    run was not written (with one line on stderr: how many, and the first one's reason), or, under
-    ``--strict``, when anything was skipped; else 0."""
+def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry', destination=None) -> int:
+    """Print the report, ending with the destination's own lines (a ``pipelines.seam.Destination``'s
+    ``report_lines``), and write it as JSON with ``--report`` (with the destination's
+    ``report_fields``); return the exit status: 1 when a run was not written (with one line on stderr:
+    how many, and the first one's reason), or, under ``--strict``, when anything was skipped; else 0."""
     from pipelines.report import print_report
 
-    print_report(counters, elapsed=elapsed, repo=args.repo, skipped_path=args.skipped)
+    closing = destination.report_lines(counters) if destination is not None else []
+    print_report(counters, elapsed=elapsed, skipped_path=args.skipped, closing_lines=closing)
     if getattr(args, 'report', None):
         import fsspec
 
+        fields = destination.report_fields() if destination is not None else {}
         with fsspec.open(args.report, 'w') as out:
-            json.dump({'counters': counters, 'elapsed_seconds': round(elapsed, 3), 'repo': mask_text(args.repo),
+            json.dump({**fields, 'counters': counters, 'elapsed_seconds': round(elapsed, 3),
                        'skipped_path': mask_text(args.skipped)}, out, indent=2, sort_keys=True)
     failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
     if failed_runs:
@@ -408,17 +332,3 @@ def _descendants(root: int) -> List[int]:
             frontier.append(child)
     return found
 
-
-def finish_outputs(converted: Dict[str, beam.PCollection], repo: str, skipped_path: str) -> None:
-    """The end every conversion shares: index the written runs once, write the dead letters to one file."""
-    from pipelines.report import CountContextsFn
-    from transforms.runs import SKIPPED, IndexRunsFn
-
-    converted['written'] | 'CountContexts' >> beam.ParDo(CountContextsFn())
-    indexed = (converted['written']
-               | 'CollectRuns' >> beam.combiners.ToList()
-               | 'IndexRuns' >> beam.ParDo(IndexRunsFn(repo)).with_outputs(SKIPPED, main='indexed'))
-    ((converted['skipped'], indexed[SKIPPED])
-     | 'FlattenUnindexed' >> beam.Flatten()
-     | 'CollectSkipped' >> beam.combiners.ToList()
-     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(skipped_path, remembered())))

@@ -14,8 +14,8 @@ Creating an Aim repo takes about 2.5 s, nearly all of it Aim's schema migration:
 alembic ... upgrade head`` as a subprocess, which starts Python and imports Aim again. The launcher
 spends about 2 s importing Beam, on one core. So ``python -m pipelines.<name>`` calls ``start`` before
 those imports: a new repo is built by Aim's own ``Repo(init=True)`` in a subprocess, on the other core,
-in its staging directory, and ``check_repo_writable`` then takes it (``claim``: waits for it and
-installs it) instead of creating the repo itself. That subprocess (``create``) runs the same alembic
+in its staging directory, and ``pipelines.destinations.aim.check_repo_writable`` then takes it
+(``claim``: waits for it and installs it) instead of creating the repo itself. That subprocess (``create``) runs the same alembic
 command in its own interpreter, which has Aim loaded already: the creation takes ~0.4 s instead of
 ~2.5 s (measured; the SQLite schema and its alembic version are the same, tests/test_early_repo.py).
 Not in the launcher: alembic's ``env.py`` reconfigures the logging of the process it runs in.

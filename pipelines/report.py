@@ -1,4 +1,5 @@
-"""What a person reads: the dry-run plans (as trees) and the end-of-run report (as a table).
+"""What a person reads, whatever the source and destination: trees (the sources' dry-run plans print
+with ``print_tree``) and the end-of-run report (as a table), which ends with the destination's lines.
 
 The report is printed from the pipeline's counters (``transforms``' ``Metrics.counter``s, namespace
 ``runferry``) and the dead-letter file, which holds one line per skipped item with its reason::
@@ -14,7 +15,7 @@ The report is printed from the pipeline's counters (``transforms``' ``Metrics.co
         truncated record at end of file                     1 record
       elapsed                   2.1 s
       throughput                 42 points/s
-    View the result: aim up --repo REPO
+    View the result: aim up --repo REPO          (the destination's own lines: Destination.report_lines)
 
 Files below a TensorBoard logdir that are not event files (projector files, Lightning's
 ``hparams.yaml``, checkpoints) are counted as ``files not converted``, by kind.
@@ -27,20 +28,14 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-
 from connectors.redact import mask_text
-from transforms.classify import Plan, run_name
-from transforms.runs import NAMESPACE
 
-__all__ = ['print_plan', 'print_report', 'print_tree', 'skipped_by_reason', 'reason_label', 'CountContextsFn',
-           'LABEL_WIDTH', 'VALUE_WIDTH']
+__all__ = ['print_report', 'print_tree', 'Tree', 'plural', 'skipped_by_reason', 'reason_label', 'points_by_kind',
+           'NOT_CONVERTED', 'LABEL_WIDTH', 'VALUE_WIDTH']
 
 LABEL_WIDTH = 15
 VALUE_WIDTH = 12
@@ -77,32 +72,9 @@ def print_tree(title: str, children: Sequence[Tree], out=None) -> None:
     walk(children, '')
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
     return f'{count:,} {noun}{"" if count == 1 else "s"}'
-
-
-def print_plan(source, plan: Plan, experiment: str, out=None) -> None:
-    """tf_to_aim's dry run: runs → contexts → event files, then the ignored (unorganized) files."""
-    files = sum(len(f) for c in plan.runs.values() for f in c.values())
-    contexts = sum(len(c) for c in plan.runs.values())
-    title = (f'Plan for {mask_text(source.logdir)} → Aim experiment {experiment!r} (dry run: nothing is written)\n'
-             f'{_plural(len(plan.runs), "run")}, {_plural(contexts, "context")}, {_plural(files, "event file")}, '
-             f'{len(plan.ignored):,} ignored')
-    nodes: List[Tree] = []
-    for run, run_contexts in sorted(plan.runs.items()):
-        context_nodes = []
-        for context, paths in sorted(run_contexts.items(), key=lambda kv: (kv[0] is not None, kv[0] or '')):
-            label = f'context {context}' if context is not None else 'no context (files in the run directory)'
-            context_nodes.append((f'{label}: {_plural(len(paths), "file")}', [(path, []) for path in paths]))
-        nodes.append((f'run {run_name(run, source.logdir)}', context_nodes))
-    if plan.ignored:
-        nodes.append((f'ignored (unorganized event files, not in a run directory): {len(plan.ignored):,}',
-                      [(path, []) for path in plan.ignored]))
-    if plan.not_converted:
-        nodes.append((f'not converted (not event files): {sum(len(p) for p in plan.not_converted.values()):,}',
-                      [(f'{kind}: {_plural(len(paths), "file")}', [(path, []) for path in paths])
-                       for kind, paths in sorted(plan.not_converted.items())]))
-    print_tree(title, nodes, out)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -151,10 +123,10 @@ def skipped_by_reason(path: Optional[str]) -> Optional[List[Tuple[str, str, int,
 def _skip_amount(kind: str, items: int, count: int) -> str:
     """``3 points``, ``1 record``, ``1 run (120 points)``: what one reason cost."""
     if kind == 'point':
-        return _plural(count, 'point')
-    text = _plural(items, kind or 'item')
+        return plural(count, 'point')
+    text = plural(items, kind or 'item')
     if count and count != items:  # count 0: nothing but the item itself was lost (e.g. a tag)
-        text += f' ({_plural(count, "point")})'
+        text += f' ({plural(count, "point")})'
     return text
 
 
@@ -214,16 +186,17 @@ def _count_row(label: str, value: str) -> str:
     return f'  {label}{value:>{_NUMBER_END - 2 - len(label)}}'
 
 
-def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_path: Optional[str],
-                 out=None) -> None:
-    """The table a person reads at the end of a conversion (see the module's docstring)."""
+def print_report(counters: Dict[str, int], elapsed: float, skipped_path: Optional[str], out=None,
+                 closing_lines: Sequence[str] = ()) -> None:
+    """The table a person reads at the end of a conversion (see the module's docstring), then
+    ``closing_lines``: the destination's own (``pipelines.seam.Destination.report_lines``)."""
     out = out or sys.stdout
     v = VALUE_WIDTH
 
     def say(line: str = '') -> None:
         print(line, file=out)
 
-    repo, skipped_path = mask_text(repo), skipped_path and mask_text(skipped_path)
+    skipped_path = skipped_path and mask_text(skipped_path)
     say('runferry report')
     for section in _SECTIONS:
         if not any(key in counters or key in _ALWAYS for _, key in section):
@@ -270,21 +243,5 @@ def print_report(counters: Dict[str, int], elapsed: float, repo: str, skipped_pa
         say(f'  every skipped item, with its reason, is listed in {skipped_path}')
     elif reasons is not None:
         say('  nothing was skipped')
-    if counters.get('runs_index_deferred'):
-        index = os.path.join(os.path.abspath(repo), '.aim', 'meta', 'index')
-        say(f'  {counters["runs_index_deferred"]:,} run(s) written but not yet indexed: {index} stayed locked by another '
-            f'process (an `aim up` on the repo indexes them itself; else run `aim storage reindex`)')
-    if not repo.startswith('aim://') and counters.get('runs_written'):  # an empty repo is nothing to view
-        say(f'View the result: aim up --repo {repo}')
-
-
-class CountContextsFn(beam.DoFn):
-    """Run results (``transforms.runs.WriteRunsFn``'s output, each with its ``contexts``) → the
-    ``contexts_written`` counter that the report prints."""
-
-    def __init__(self):
-        self.contexts_written = Metrics.counter(NAMESPACE, 'contexts_written')
-
-    def process(self, result):
-        self.contexts_written.inc(len(result.get('contexts', ())))
-        return iter(())
+    for line in closing_lines:
+        say(mask_text(line))

@@ -426,7 +426,7 @@ def test_the_write_dofn_opens_each_run_one_write_ahead(tmp_path):
     from apache_beam.transforms.window import GlobalWindow, IntervalWindow
     from apache_beam.utils.windowed_value import WindowedValue
 
-    from transforms.runs import WriteRunsFn
+    from transforms.aim_write import WriteRunsFn
 
     repo_path = str(tmp_path / 'repo')
     repo = open_repo(repo_path)

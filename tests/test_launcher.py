@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pipelines.common import PARALLEL_FROM_RUNS, exit_program, pipeline_options
-from transforms.runs import in_direct_runner_worker_process
+from transforms.aim_write import in_direct_runner_worker_process
 
 QUIET = ['--default_sdk_harness_log_level=CRITICAL']
 PARALLEL = ['--direct_running_mode=multi_processing', f'--direct_num_workers={os.cpu_count() or 1}'] + QUIET

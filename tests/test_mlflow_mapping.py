@@ -8,7 +8,7 @@ import pytest
 
 from connectors.mlflow_source import (DatasetRecord, ExperimentRef, MlflowRunRecord, MlflowSource, ModelRecord,
                                       SteppedImagePart, stepped_image_part)
-from pipelines.mlflow_to_aim import RunSummary, print_plan
+from pipelines.sources.mlflow import RunSummary, print_mlflow_plan
 from transforms.mlflow import image_points, mlflow_run_data, parent_tag, stepped_image_series
 
 UUID = '24d7ea9e-302a-46bc-869b-f175ee66639f'
@@ -117,8 +117,8 @@ def test_dry_run_tree_nests_by_parent_in_an_order_without_ties():
         _summary('p', 5), _summary('c2', 7, 'p'), _summary('c1', 7, 'p', name='a'), _summary('g', 9, 'c2'),
         _summary('orphan', 1, 'elsewhere'), _summary('x', 3, 'y'), _summary('y', 3, 'x')]}  # x, y: a loop
     out = io.StringIO()
-    print_plan(MlflowSource('sqlite:////s.db'), [(ExperimentRef('1', 'e'), list(summaries))], 'repo', summaries,
-               out, deleted={'1': 2})
+    print_mlflow_plan(MlflowSource('sqlite:////s.db'), [(ExperimentRef('1', 'e'), list(summaries))], 'Aim repo r',
+                      summaries, out, deleted={'1': 2})
     lines = out.getvalue().splitlines()
     assert lines[1].endswith('; 2 deleted runs not converted (--include-deleted converts them)')
     assert [line.split(' [')[0] for line in lines[2:]] == [

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from pipelines import mlflow_to_aim
+from pipelines.sources.mlflow import plan_store
 from samples.mlflow_store import log_many_runs, scratch_dir
 
 RUNS = 1050
@@ -34,8 +35,7 @@ def store_1050():
 def test_every_run_past_the_first_page_is_planned(store_1050, tmp_path):
     """The listing follows MLflow's pages: each of the 1,050 runs becomes one Beam element, once."""
     uri, expected = store_1050
-    args, _ = mlflow_to_aim.parse(['--tracking-uri', uri, '--experiment', 'big', '--repo', str(tmp_path / 'a')])
-    _, plan = mlflow_to_aim.plan_source(args)
+    _, plan = plan_store(uri, ['big'])
     assert [experiment.name for experiment, _ in plan] == ['big']
     run_ids = plan[0][1]
     assert len(run_ids) == len(set(run_ids)) == RUNS and set(run_ids) == set(expected)

@@ -13,6 +13,7 @@ import pytest
 
 from connectors.mlflow_source import store_location_problem
 from pipelines import mlflow_to_aim
+from pipelines.sources.mlflow import MlflowSource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +77,7 @@ def test_the_command_exits_2_and_mlflow_creates_nothing(tmp_path, spelling):
 def test_planning_names_the_flag_and_creates_nothing(tmp_path):
     args, _ = mlflow_to_aim.parse(['--tracking-uri', f'sqlite:///{tmp_path}/none.db', '--repo', str(tmp_path / 'a')])
     with pytest.raises(mlflow_to_aim.UsageError, match=r'^--tracking-uri: no SQLite database at '):
-        mlflow_to_aim.plan_source(args)
+        MlflowSource.from_args(args).plan()
     assert os.listdir(tmp_path) == []
 
 

@@ -12,7 +12,14 @@ import time
 
 import pytest
 
+from pipelines.destinations.aim import AimDestination
 from pipelines.report import points_by_kind, print_report, print_tree, reason_label, skipped_by_reason
+
+
+def aim_report(counters, elapsed, repo, skipped_path, out):
+    """The report as a conversion into the Aim repo ``repo`` prints it (ending with its lines)."""
+    print_report(counters, elapsed=elapsed, skipped_path=skipped_path, out=out,
+                 closing_lines=AimDestination(repo).report_lines(counters))
 
 
 # ------------------------------------------------------------------------------------------ reading it
@@ -150,13 +157,13 @@ def letters_file(tmp_path):
 
 def test_print_report_on_fixed_counters_is_this_table(letters_file):
     out = io.StringIO()
-    print_report(COUNTERS, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
+    aim_report(COUNTERS, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
     assert out.getvalue() == GOLDEN.replace('{skipped}', letters_file)
 
 
 def test_parse_report_reads_back_the_fixed_table(letters_file):
     out = io.StringIO()
-    print_report(COUNTERS, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
+    aim_report(COUNTERS, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
     report = parse_report(out.getvalue())
     assert report['counts']['runs written'] == 6 and report['counts']['contexts'] == 8
     assert report['counts']['points read'] == 12_345
@@ -175,7 +182,7 @@ def test_retries_are_a_row_when_there_were_any(letters_file):
     """Transient failures waited out (``connectors.retry``) are counted; the row appears only then."""
     def table(counters):
         out = io.StringIO()
-        print_report(counters, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
+        aim_report(counters, elapsed=12.5, repo='/data/aim', skipped_path=letters_file, out=out)
         return out.getvalue()
 
     with_retries = table({**COUNTERS, 'retries': 4})
@@ -188,7 +195,7 @@ def test_report_rows_keep_the_layout_other_scripts_grep():
     """``runs written`` + 16 spaces + the number, as before (test_remote_aim/test_cloud_sources grep it);
     a longer label still ends its number in the same column."""
     out = io.StringIO()
-    print_report({'runs_written': 8, 'artifacts_read': 3, 'artifacts_skipped': 12}, elapsed=0.0, repo='aim://h:1',
+    aim_report({'runs_written': 8, 'artifacts_read': 3, 'artifacts_skipped': 12}, elapsed=0.0, repo='aim://h:1',
                  skipped_path=None, out=out)
     text = out.getvalue()
     assert 'runs written                8' in text and 'runs failed                 0' in text
@@ -202,7 +209,7 @@ def test_nothing_skipped_says_so(tmp_path):
     empty = tmp_path / 'skipped.jsonl'
     empty.write_text('')
     out = io.StringIO()
-    print_report({'runs_written': 1, 'points_read': 5, 'points_written': 5}, elapsed=1.0, repo='r',
+    aim_report({'runs_written': 1, 'points_read': 5, 'points_written': 5}, elapsed=1.0, repo='r',
                  skipped_path=str(empty), out=out)
     assert '  nothing was skipped\n' in out.getvalue() and 'skipped by reason' not in out.getvalue()
 
@@ -550,13 +557,13 @@ def test_mlflow_dry_run_of_one_experiment(known_store, tmp_path):
 
 def test_tf_plan_is_a_tree():
     from connectors.event_files import EventFileSource
-    from pipelines.report import print_plan
+    from pipelines.sources.tensorboard import print_tensorboard_plan
     from transforms.classify import classify
 
     listing = ['run_1/events.out.tfevents.1', 'g/run_2/events.out.tfevents.2', 'g/run_2/train/events.out.tfevents.3',
                'g/run_2/train/events.out.tfevents.4', 'events.out.tfevents.5']
     out = io.StringIO()
-    print_plan(EventFileSource('/data/logs'), classify(listing), 'sweep', out)
+    print_tensorboard_plan(EventFileSource('/data/logs'), classify(listing), 'sweep', out)
     assert out.getvalue() == """\
 Plan for /data/logs → Aim experiment 'sweep' (dry run: nothing is written)
 2 runs, 3 contexts, 4 event files, 1 ignored

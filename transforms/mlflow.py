@@ -1,9 +1,10 @@
-"""The MLflow → Aim transforms: fetch each run through MLflow's client, map it, write it.
+"""The MLflow source's transforms: fetch each run through MLflow's client and map it to a ``RunData``.
 
-``ConvertMlflow`` chains them::
+``ReadMlflow`` chains them::
 
     run ids ─SpreadRuns─▶ FetchRuns (one run a worker call: params, tags, full metric histories,
-            artifacts) ─▶ (RunData, dead letters) ─WriteRuns─▶ run results;   dead letters ─▶ ``skipped``
+            artifacts) ─▶ (RunData, dead letters) ─SplitDeadLetters─▶ RunData (``runs``);
+            dead letters ─▶ ``skipped``
 
 The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
 """
@@ -20,16 +21,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
-from transforms.runs import NAMESPACE, WriteRunsFn
+from transforms.counters import NAMESPACE, SKIPPED
 from transforms.sequence_names import hold_aim_names
 from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
-__all__ = ['ConvertMlflow', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
+__all__ = ['ReadMlflow', 'SplitDeadLettersFn', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series', 'artifact_series',
            'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links', 'run_identity',
            'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED',
            'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
-SKIPPED = 'skipped'
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
 PARENT_TAG = 'mlflow.parentRunId'  # set on nested runs (autolog's tuning trials, start_run(nested=True))
 PARENT_AIM_TAG = 'parent_run'  # the Aim tag 'parent_run=<id>' (MLflow's own key, 51 characters with an id, is too long)
@@ -360,7 +360,7 @@ class FetchMlflowRunFn(beam.DoFn):
         data, skips = mlflow_run_data(record, experiment)
         self.runs_read.inc()
         # every point and artifact read is counted, so that read = written + skipped (each skip's count
-        # is a skipped point to WriteRunsFn); by kind where it has one
+        # is a skipped point, counted by SplitDeadLettersFn); by kind where it has one
         by_kind = {METRIC: sum(len(h) for h in record.metrics.values()), 'image': image_points(record)}
         for _, kind, _ in record.artifacts:
             if kind != 'image':
@@ -378,23 +378,39 @@ class FetchMlflowRunFn(beam.DoFn):
         yield data, skips
 
 
-class ConvertMlflow(beam.PTransform):
-    """Run ids → runs written to Aim. Outputs ``written`` (one result per run) and ``skipped``."""
+class SplitDeadLettersFn(beam.DoFn):
+    """(RunData, dead letters) → the run, and each dead letter to the ``skipped`` output, its points
+    counted as skipped (so that points read = written + skipped)."""
 
-    def __init__(self, source: MlflowSource, repo: str, experiment_names: Dict[str, str], progress=None):
+    def __init__(self):
+        self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
+
+    def process(self, element: Tuple[RunData, List[Skip]]):
+        data, skips = element
+        for skip in skips:
+            self.points_skipped.inc(skip.count)
+            yield TaggedOutput(SKIPPED, skip)
+        yield data
+
+
+class ReadMlflow(beam.PTransform):
+    """The planned run ids → runs (``RunData``), one MLflow run a worker call. Applied to the
+    pipeline's start; outputs ``runs`` and ``skipped`` (runs that could not be read, and what a run holds
+    that cannot be kept)."""
+
+    def __init__(self, source: MlflowSource, run_ids: List[str], experiment_names: Dict[str, str]):
         super().__init__()
         self.source = source
-        self.repo = repo
-        self.experiment_names = experiment_names
-        self.progress = progress  # a pipelines.progress.ProgressRecorder: runs and points as they are written
+        self.run_ids = run_ids
+        self.experiment_names = experiment_names  # experiment id -> its name
 
-    def expand(self, run_ids: beam.PCollection) -> Dict[str, beam.PCollection]:
-        fetched = (run_ids
+    def expand(self, begin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
+        fetched = (begin
+                   | 'ListRuns' >> beam.Create(self.run_ids, reshuffle=False)
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
                    .with_outputs(SKIPPED, main='runs'))
-        written = (fetched.runs
-                   | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(SKIPPED,
-                                                                                                main='written'))
-        skipped = (fetched[SKIPPED], written[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
-        return {'written': written.written, 'skipped': skipped}
+        split = fetched.runs | 'SplitDeadLetters' >> beam.ParDo(SplitDeadLettersFn()).with_outputs(SKIPPED,
+                                                                                                   main='runs')
+        skipped = (fetched[SKIPPED], split[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
+        return {'runs': split.runs, 'skipped': skipped}

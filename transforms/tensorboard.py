@@ -1,14 +1,16 @@
-"""The TensorBoard → Aim transforms: classify a listing, read event files, write runs.
+"""The TensorBoard source's transforms: classify a listing, read event files into runs.
 
-``ConvertTensorBoard`` chains them::
+``ReadTensorBoard`` chains them::
 
     listing ─ClassifyEventFiles─▶ (run, file assignment) ─GroupByKey─▶ (run, its files)
-            ─ReadRuns─▶ RunData ─WriteRuns─▶ run results;   every step's dead letters ─▶ ``skipped``
+            ─ReadRuns─▶ RunData (``runs``);   dead letters ─▶ ``skipped``
 
-Only file paths go through the shuffle. ``ReadRuns`` hands each run to ``WriteRuns`` as a ``RunData``
-whose files are read while the writer writes them (``EventFileRun``), chunk by chunk: a worker holds one
-chunk of one run at a time (memory grows neither with the number of runs nor with a run's size), and
-decoded points are never pickled between stages. Runs are the unit of parallelism.
+Only file paths go through the shuffle. ``ReadRuns`` hands each run on as a ``RunData`` whose files are
+read while a destination writes them (``EventFileRun``, ``RunData.stream``), chunk by chunk: a worker
+holds one chunk of one run at a time (memory grows neither with the number of runs nor with a run's
+size), and decoded points are never pickled between stages. Runs are the unit of parallelism. What the
+files hold that cannot be kept is found while they are read: those dead letters come out of the
+destination's ``skipped`` output.
 """
 from __future__ import annotations
 
@@ -24,14 +26,12 @@ from connectors.redact import mask_uri
 from transforms.classify import AIM, EventFileAssignment, classify, run_name
 from transforms.events import read_event_stream
 from transforms.hparams import merge_run_attributes
-from transforms.runs import WriteRunsFn, NAMESPACE
+from transforms.counters import NAMESPACE, SKIPPED
 from transforms.sequence_names import hold_aim_names
 from runmodel import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
 
-__all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ConvertTensorBoard', 'tensorboard_run_data',
+__all__ = ['ClassifyEventFiles', 'ReadRunFn', 'read_event_file', 'ReadTensorBoard', 'tensorboard_run_data',
            'data_time_span', 'SKIPPED']
-
-SKIPPED = 'skipped'
 
 
 class ClassifyEventFiles(beam.DoFn):
@@ -226,28 +226,27 @@ def data_time_span(series: Iterable[Series]) -> Tuple[Optional[float], Optional[
     return (min(times), max(times)) if times else (None, None)
 
 
-class ConvertTensorBoard(beam.PTransform):
-    """A listing of event files → runs written to Aim. Outputs ``written`` (one result per run) and
-    ``skipped`` (dead letters)."""
+class ReadTensorBoard(beam.PTransform):
+    """The event files of a logdir's listing → runs (``RunData``, read while written). Applied to the
+    pipeline's start; outputs ``runs`` and ``skipped`` (unorganized event files; what the files hold
+    that cannot be kept comes out of the destination, as they are read)."""
 
-    def __init__(self, source: EventFileSource, repo: str, experiment: str, layout: str = AIM,
+    def __init__(self, source: EventFileSource, listing: List[str], experiment: str, layout: str = AIM,
                  chunk_points: int = 100_000, progress=None):
         super().__init__()
-        self.progress = progress
         self.source = source
-        self.repo = repo
+        self.listing = listing  # paths relative to the logdir, as EventFileSource.list_files gives them
         self.experiment = experiment
         self.layout = layout
         self.chunk_points = chunk_points
+        self.progress = progress
 
-    def expand(self, listing: beam.PCollection) -> Dict[str, beam.PCollection]:
-        classified = listing | 'ClassifyEventFiles' >> beam.ParDo(
-            ClassifyEventFiles(self.source, self.layout)).with_outputs(SKIPPED, main='files')
+    def expand(self, begin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
+        classified = (begin
+                      | 'ListEventFiles' >> beam.Create([self.listing])
+                      | 'ClassifyEventFiles' >> beam.ParDo(ClassifyEventFiles(self.source, self.layout))
+                      .with_outputs(SKIPPED, main='files'))
         runs = (classified.files
                 | 'GroupFilesByRun' >> beam.GroupByKey()
                 | 'ReadRuns' >> beam.ParDo(ReadRunFn(self.source, self.experiment, self.chunk_points, self.progress)))
-        written = runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
-            SKIPPED, main='written')
-        skipped = ((classified[SKIPPED], written[SKIPPED])
-                   | 'FlattenSkipped' >> beam.Flatten())
-        return {'written': written.written, 'skipped': skipped}
+        return {'runs': runs, 'skipped': classified[SKIPPED]}

@@ -1,4 +1,12 @@
-"""Writing runs to Aim from Beam: the DoFn around ``connectors.aim_sink`` and the final index step."""
+"""The Aim destination's transform: ``WriteToAim`` writes runs (``RunData``) into an Aim repo.
+
+    runs ─WriteRuns─▶ run results ─CollectRuns─▶ one list ─IndexRuns─▶ the repo's index updated
+                         └─CountContexts─▶ the ``contexts_written`` counter
+    dead letters of the writes and of the index ─▶ ``skipped``
+
+``WriteRunsFn`` is the DoFn around ``connectors.aim_sink.AimRunWriter``; ``IndexRunsFn`` the final step
+(``connectors.aim_sink.index_runs``), once, after every run is written.
+"""
 from __future__ import annotations
 
 import gc
@@ -14,11 +22,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connectors.disk_guard import is_no_space, repo_full
 from connectors.retry import call_with_retry
 from runmodel import RunData, Skip
+from transforms.counters import NAMESPACE, SKIPPED
 
-__all__ = ['WriteRunsFn', 'IndexRunsFn', 'NAMESPACE']
-
-NAMESPACE = 'runferry'
-SKIPPED = 'skipped'
+__all__ = ['WriteToAim', 'WriteRunsFn', 'IndexRunsFn', 'CountContextsFn', 'in_direct_runner_worker_process']
 
 
 class WriteRunsFn(beam.DoFn):
@@ -185,3 +191,36 @@ class IndexRunsFn(beam.DoFn):
                                                  f'{type(full).__name__}: {full}', 'run', count=0))
             return
         yield indexed
+
+
+class CountContextsFn(beam.DoFn):
+    """Run results (``WriteRunsFn``'s output, each with its ``contexts``) → the ``contexts_written``
+    counter that the report prints."""
+
+    def __init__(self):
+        self.contexts_written = Metrics.counter(NAMESPACE, 'contexts_written')
+
+    def process(self, result):
+        self.contexts_written.inc(len(result.get('contexts', ())))
+        return iter(())
+
+
+class WriteToAim(beam.PTransform):
+    """Runs (``RunData``, or ``(RunData, dead letters)``) → written into the Aim repo ``repo`` and indexed.
+    Outputs ``written`` (one result dict per run written) and ``skipped`` (dead letters: runs that failed,
+    what a run's source or write could not keep, runs left unindexed)."""
+
+    def __init__(self, repo: str, progress=None):
+        super().__init__()
+        self.repo = repo
+        self.progress = progress  # a pipelines.progress.ProgressRecorder: runs and points as they are written
+
+    def expand(self, runs: beam.PCollection) -> Dict[str, beam.PCollection]:
+        written = runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
+            SKIPPED, main='written')
+        written.written | 'CountContexts' >> beam.ParDo(CountContextsFn())
+        indexed = (written.written
+                   | 'CollectRuns' >> beam.combiners.ToList()
+                   | 'IndexRuns' >> beam.ParDo(IndexRunsFn(self.repo)).with_outputs(SKIPPED, main='indexed'))
+        skipped = (written[SKIPPED], indexed[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
+        return {'written': written.written, 'skipped': skipped}

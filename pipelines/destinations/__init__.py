@@ -1,0 +1,1 @@
+"""Destination plugs (``pipelines.seam.Destination``): one module per destination."""

@@ -1,0 +1,1 @@
+"""Source plugs (``pipelines.seam.Source``): one module per source."""
