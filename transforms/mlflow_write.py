@@ -18,11 +18,9 @@ from apache_beam.pvalue import TaggedOutput
 from connectors.retry import call_with_retry
 from connectors.redact import mask_uri
 from runmodel import SUPERSEDED_REASON, RunData, Series, Skip, merge_series
+from transforms.counters import NAMESPACE, SKIPPED
 
-__all__ = ['WriteToMlflow', 'WriteMlflowRunsFn', 'read_whole_run', 'NAMESPACE', 'SKIPPED']
-
-NAMESPACE = 'runferry'
-SKIPPED = 'skipped'
+__all__ = ['WriteToMlflow', 'WriteMlflowRunsFn', 'read_whole_run']
 
 
 def read_whole_run(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
