@@ -123,14 +123,16 @@ def gcs_emulator() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: str, artifacts: List[str] = (), env: Dict[str, str] = None) -> Iterator[Server]:
+def mlflow_server(root: str, artifacts: List[str] = (), env: Dict[str, str] = None,
+                  timeout: float = 120) -> Iterator[Server]:
     """``mlflow server`` over a SQLite store in ``root``; its artifacts proxied by the server into
-    ``root/artifacts`` unless ``artifacts`` gives other ``mlflow server`` flags for them."""
+    ``root/artifacts`` unless ``artifacts`` gives other ``mlflow server`` flags for them. ``timeout``:
+    seconds it may take to answer (its start alone took 2 minutes on this 2-core machine under load)."""
     port = free_port()
     artifact_flags = list(artifacts) or ['--artifacts-destination', f'{root}/artifacts']
     command = [os.path.join(BIN, 'mlflow'), 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
                *artifact_flags, '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
-    with _serve(command, '/health', env or {}, port, timeout=120) as server:
+    with _serve(command, '/health', env or {}, port, timeout=timeout) as server:
         yield server
 
 

@@ -282,8 +282,6 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
         uri = server.url
         artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
     else:
-        from tests.servers import mlflow_server
-
         server = request.getfixturevalue('http_mlflow')
         uri, artifacts = server.url, []
 
@@ -315,7 +313,7 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
 def http_mlflow(tmp_path_factory):
     from tests.servers import mlflow_server
 
-    with mlflow_server(str(tmp_path_factory.mktemp('mlflow-server'))) as server:
+    with mlflow_server(str(tmp_path_factory.mktemp('mlflow-server')), timeout=300) as server:
         yield server
 
 
@@ -440,7 +438,7 @@ def test_server_dropping_connections_is_waited_out_or_named(tmp_path, monkeypatc
     for key, value in {'RUNFERRY_RETRY_ATTEMPTS': '6', 'RUNFERRY_RETRY_INITIAL_SECONDS': '0.2',
                        'RUNFERRY_RETRY_MAX_SECONDS': '30', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0'}.items():
         monkeypatch.setenv(key, value)
-    with mlflow_server(str(tmp_path / 'server')) as server, FlakyProxy(server.port) as proxy:
+    with mlflow_server(str(tmp_path / 'server'), timeout=300) as server, FlakyProxy(server.port) as proxy:
         reference = f'sqlite:///{tmp_path}/reference.db'
         monkeypatch.chdir(tmp_path)
         assert command.run(['--logdir', root, '--tracking-uri', reference]) == 0
