@@ -91,8 +91,10 @@ def _param_text(value: Any) -> str:
 class MlflowWrittenRun:
     run_id: str
     created: bool
-    points: Dict[str, int]  # points written now, by kind
-    present: int = 0  # points the store already held (a re-run)
+    # points the run holds from its source, by kind: written now or already there (as an Aim re-run
+    # counts what it rewrites), so that points read = written + skipped on every run of the command
+    points: Dict[str, int]
+    present: int = 0  # of those, the points the store already held (nothing was sent for them)
     renamed: Dict[str, str] = dataclasses.field(default_factory=dict)  # source key -> MLflow key
     params_moved: int = 0
 
@@ -229,8 +231,9 @@ class _RunWrite:
     # ---------------------------------------------------------------------------------- helpers
 
     def count(self, kind: str, written: int, present: int = 0) -> None:
-        if written:
-            self.points[kind] = self.points.get(kind, 0) + written
+        """Points of ``kind`` the run now holds from its source: ``written`` now, ``present`` before."""
+        if written or present:
+            self.points[kind] = self.points.get(kind, 0) + written + present
         self.present += present
 
     def skip(self, series: Series, count: int, reason: str) -> None:

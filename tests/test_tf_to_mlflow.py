@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import Any, Dict, List, Set, Tuple
@@ -288,12 +289,17 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'MLflow has no histogram type' in done.stdout + done.stderr
+    assert 'already in MLflow' not in done.stdout + done.stderr
     first = check_store(uri, root, logs, str(tmp_path / 'read1'))
     refused = [s for s in read_skipped(str(tmp_path / 'skipped.jsonl')) if LONG_TAG in s.get('detail', '')]
     assert len(refused) == 1 and refused[0]['count'] == 4 and 'longer than MLflow allows' in refused[0]['reason']
 
     again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
     assert again.returncode == 0, again.stderr[-3000:]
+    report = again.stdout + again.stderr
+    written = int(re.search(r'points written\s+([\d,]+)', report).group(1).replace(',', ''))
+    present = int(re.search(r'([\d,]+) of the points written were already in MLflow', report).group(1).replace(',', ''))
+    assert written == present > 0  # nothing sent: every point was there
     second = check_store(uri, root, logs, str(tmp_path / 'read2'))
     assert _metric_rows(second) == _metric_rows(first)
     assert {n: sorted(r['files']) for n, r in second.items()} == {n: sorted(r['files']) for n, r in first.items()}
@@ -345,8 +351,10 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
                         equal_to([(name, label == 'first') for name in by_run]), label=f'Written{label}')
             assert_that(out['skipped'] | beam.Filter(lambda s: LONG_TAG in (s.detail or '')) | beam.Map(lambda s: s.count),
                         equal_to([4]), label=f'Refused{label}')
-            present = out['written'] | beam.Map(lambda r: sum(r['points'].values()) if label == 'again' else r['present'])
-            assert_that(present | beam.CombineGlobally(sum), equal_to([0]), label=f'Nothing{label}')
+            # written now: every point the first time, none the second (all of them were there)
+            sent = out['written'] | beam.Map(lambda r: r['present'] if label == 'first' else
+                                             sum(r['points'].values()) - r['present'])
+            assert_that(sent | beam.CombineGlobally(sum), equal_to([0]), label=f'Nothing{label}')
         return p.result
 
     write('first')

@@ -115,7 +115,7 @@ class WriteMlflowRunsFn(beam.DoFn):
         for kind, count in result.points.items():
             Metrics.counter(NAMESPACE, f'points_written:{kind}').inc(count)
         if self.progress is not None:
-            self.progress.record('runs', 1, written)
+            self.progress.record('runs', 1, written)  # held from the source: sent now or already there
         yield {'name': whole.spec.name, 'run_id': result.run_id, 'created': result.created, 'points': result.points,
                'present': result.present, 'renamed': result.renamed}
 

@@ -101,8 +101,8 @@ class MlflowDestination(Destination):
             lines.append(f'  {counters["points_written:distribution"]:,} histogram point(s) written as JSON '
                          f'artifacts histograms/<key>.json: MLflow has no histogram type')
         if counters.get('points_present'):
-            lines.append(f'  {counters["points_present"]:,} point(s) already in MLflow (an earlier conversion): '
-                         f'not written again')
+            lines.append(f'  {counters["points_present"]:,} of the points written were already in MLflow (an earlier '
+                         f'conversion): not sent again')
         if counters.get('keys_renamed'):
             lines.append(f'  {counters["keys_renamed"]:,} key(s) renamed for MLflow (refused characters → _): '
                          f'each run lists its own in the tag runferry.renamed_keys')
