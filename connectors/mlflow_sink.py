@@ -42,7 +42,7 @@ import math
 import os
 import posixpath
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from connectors.mlflow_names import (RENAMED_TAG, SOURCE_ID_TAG, SOURCE_TAG, TAG_PREFIX, context_prefix, key_problem,
                                      mlflow_key, source_id)

@@ -20,7 +20,7 @@ server (``http(s)://``) is written through ``log_batch``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 __all__ = ['SqlMetricWriter', 'BULK_ROWS', 'sanitize']
 

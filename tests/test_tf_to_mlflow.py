@@ -7,7 +7,6 @@ images, text and histograms in a ``train`` context), tensorboardX contexts, and 
 refuses (too long) beside one it renames (``#``)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os

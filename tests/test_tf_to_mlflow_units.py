@@ -3,7 +3,6 @@ MLflow's own ``log_batch`` on the same points."""
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 
