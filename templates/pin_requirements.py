@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 __all__ = ['ROOT', 'TEMPLATES', 'EXTRAS', 'setup_requirements', 'closure', 'render', 'main']
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATES = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim')
+TEMPLATES = ('tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow', 'wandb_to_aim')
 EXTRAS = ('gcs', 's3', 'svg')
 # a template's extras beyond EXTRAS: what its source alone needs
 TEMPLATE_EXTRAS = {'wandb_to_aim': ('wandb',)}
