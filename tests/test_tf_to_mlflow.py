@@ -271,8 +271,8 @@ def _metric_rows(actual) -> int:
 
 @pytest.mark.parametrize('store', ['sqlite', 'postgresql', 'http'])
 def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
-    """Converted into each kind of store and read back whole; the dead letter of the refused key; a
-    re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points."""
+    """Converted into each kind of store and read back whole; the dead letter of the refused key; (SQLite,
+    HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points."""
     root, logs = mixed_logdir
     artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
     if store == 'sqlite':
@@ -292,6 +292,8 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     first = check_store(uri, root, logs, str(tmp_path / 'read1'))
     refused = [s for s in read_skipped(str(tmp_path / 'skipped.jsonl')) if LONG_TAG in s.get('detail', '')]
     assert len(refused) == 1 and refused[0]['count'] == 4 and 'longer than MLflow allows' in refused[0]['reason']
+    if store == 'postgresql':  # its re-run takes SQLite's path (the bulk SQL one), checked there: time saved
+        return
 
     again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
     assert again.returncode == 0, again.stderr[-3000:]
