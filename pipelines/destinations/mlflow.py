@@ -16,6 +16,7 @@ import apache_beam as beam
 from connectors.mlflow_source import DATABASE_SUFFIXES, SQLITE_PREFIX, normalize_tracking_uri
 from connectors.redact import mask_uri, remember, secrets_of_uri
 from connectors.retry import call_with_retry, one_line
+from connectors.sql_store import unreachable_database
 from pipelines.common import UsageError
 from pipelines.seam import Destination
 from transforms.mlflow_write import WriteToMlflow
@@ -80,6 +81,9 @@ class MlflowDestination(Destination):
         racing workers): one search, retried on transient errors, else one line naming the store."""
         from connectors.mlflow_sink import MlflowRunWriter
 
+        problem = unreachable_database(self.tracking_uri)  # before MLflow's own ~100 s engine retry loop
+        if problem is not None:
+            raise UsageError(f'--tracking-uri: {problem}')
         writer = MlflowRunWriter(self.tracking_uri, self.artifact_location)
         try:
             call_with_retry(writer.client.search_experiments, max_results=1, resource=self.describe())
