@@ -34,7 +34,14 @@ needs_mlflow = pytest.mark.skipif(mlflow_to_aim is None,
                                   reason='pipelines/mlflow_to_aim.py does not exist yet (issue 4)')
 
 
-TEMPLATE_NAMES = ('tf_to_aim', 'mlflow_to_aim', 'tf_to_mlflow', 'wandb_to_aim')
+TEMPLATE_NAMES = ('mlflow_to_aim', 'tf_to_aim', 'tf_to_mlflow', 'wandb_to_aim')
+
+
+def test_every_template_directory_is_found():
+    from templates.pin_requirements import TEMPLATES, template_extras
+
+    assert TEMPLATES == TEMPLATE_NAMES
+    assert template_extras('wandb_to_aim') == ('wandb',) and template_extras('tf_to_aim') == ()
 
 
 def metadata(template):
