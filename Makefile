@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.tf_to_mlflow
 
 clean:
 	rm -rf $(VENV) demo-logs demo-aim demo-aim.skipped.jsonl .bench

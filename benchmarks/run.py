@@ -1,7 +1,8 @@
 """``make bench``: runferry's TensorBoard → Aim backfill against Aim's per-point path, on the same data.
 
     python -m benchmarks.run [--runs 200] [--small-runs 50] [--sample-runs 6] [--trials 3]
-                             [--cache .bench] [--no-record] [-- extra tf_to_aim flags...]
+                             [--mlflow-runs 1052] [--mlflow-only]
+                             [--cache .bench] [--no-record] [-- extra converter flags...]
 
 The logdir (``benchmarks.logdir``) holds scalars, images and histograms; points/s everywhere is all
 points (scalar + image + distribution) over the wall time, and the counts are printed by kind.
@@ -28,6 +29,12 @@ beside the small conversion's (it must not grow with a run's size).
 whose speed drifts by tens of percent within minutes, and both halves of a pair see the same speed. The
 ratio reported is the median pair's, with every pair's listed.
 
+4. MLflow: ``python -m pipelines.mlflow_to_aim`` on a SQLite store of ``--mlflow-runs`` small runs,
+   beside mlflow-export-import's ``export-experiments`` (``benchmarks.mlflow_bench``; ``--mlflow-only``
+   runs only this step).
+5. W&B: ``python -m pipelines.wandb_to_aim`` on directories of ``--wandb-runs`` runs (10 and 1,000),
+   its rate and its peak memory as the runs grow (``benchmarks.wandb_bench``; ``--wandb-only``).
+
 Results are printed and appended to ``benchmarks/RESULTS.md`` with the machine and date.
 """
 from __future__ import annotations
@@ -36,20 +43,16 @@ import argparse
 import datetime
 import glob
 import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
-
-import psutil
 
 from benchmarks.logdir import (CONTEXTS, HISTOGRAM_BINS, HISTOGRAM_TAG, HISTOGRAM_VALUES, IMAGE_SIZE, IMAGE_TAG,
                                KINDS, OBJECT_EVERY, OBJECT_STEPS, STEPS, TAGS, ensure_logdir, run_names, run_salt,
                                subset_logdir)
+from benchmarks.measure import TreeMemory, empty_trash, machine, set_aside
 
 __all__ = ['main', 'set_aside', 'empty_trash', 'run_tf_to_aim', 'per_point_rate', 'decode_rates', 'verify_repo',
            'machine']
@@ -59,82 +62,6 @@ ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, 'RESULTS.md')
 # runferry's kind -> what this benchmark calls it
 KIND_LABELS = {'metric': 'scalar', 'image': 'image', 'distribution': 'distribution'}
-
-
-def machine() -> Dict[str, str]:
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        'cores': str(os.cpu_count()),
-        'ram': f'{psutil.virtual_memory().total / 2 ** 30:.1f} GiB',
-        'cpu': cpu,
-        'python': platform.python_version(),
-        'load': ' '.join(f'{x:.1f}' for x in os.getloadavg()),
-    }
-
-
-class TreeMemory:
-    """Peak resident memory of a process and all its descendants, polled every ``interval`` s."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_total = 0
-        self.peak_single = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self):
-        while not self._stop.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                return
-            total = 0
-            for proc in procs:
-                try:
-                    rss = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                self.peak_single = max(self.peak_single, rss)
-            self.peak_total = max(self.peak_total, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def set_aside(path: str) -> None:
-    """Move ``path`` (a repo of an earlier measurement) into the ``.trash`` directory beside it, which
-    ``empty_trash`` deletes once every measurement is done.
-
-    Not deleted here: on this machine's ext4 volume (no journal), the kernel skips inodes deleted in the
-    last minute when it allocates new ones, checking each (``recently_deleted``), so creating files
-    right after deleting a 200-run repo's thousands costs runferry's pipeline ~7% of its CPU (perf:
-    ``__ext4_new_inode`` 7.1% of all samples after the delete, 0.2% without). That cost belongs to the
-    benchmark's cleanup, not to a conversion; Aim's per-point path creates few files and hardly pays it.
-    """
-    if os.path.lexists(path):
-        trash = os.path.join(os.path.dirname(os.path.abspath(path)), '.trash')
-        os.makedirs(trash, exist_ok=True)
-        os.replace(path, os.path.join(trash, f'{os.path.basename(path)}-{time.time_ns()}'))
-
-
-def empty_trash(directory: str) -> None:
-    shutil.rmtree(os.path.join(directory, '.trash'), ignore_errors=True)
 
 
 def run_tf_to_aim(logdir: str, repo: str, extra: List[str]) -> Dict[str, float]:
@@ -374,11 +301,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='points of the one-run "long" logdir measured for memory (0: skip)')
     parser.add_argument('--wide-tags', type=int, default=200_000,
                         help='one-point tags of the one-run "wide" logdir measured for memory (0: skip)')
-    parser.add_argument('extra', nargs='*', help='extra flags for tf_to_aim (after --)')
+    parser.add_argument('--mlflow-runs', type=int, default=1052,
+                        help='runs of the MLflow store converted by mlflow_to_aim (benchmarks.mlflow_bench; 0: skip)')
+    parser.add_argument('--mlflow-only', action='store_true', help='only the MLflow step')
+    parser.add_argument('--wandb-runs', default='10,1000',
+                        help='run counts of the W&B directories converted by wandb_to_aim (benchmarks.wandb_bench; '
+                             'empty: skip)')
+    parser.add_argument('--wandb-only', action='store_true', help='only the W&B step')
+    parser.add_argument('extra', nargs='*', help='extra flags for tf_to_aim and mlflow_to_aim (after --)')
     args = parser.parse_args(argv)
     os.makedirs(args.cache, exist_ok=True)
     try:
-        return _measure(args)
+        status = 0 if (args.mlflow_only or args.wandb_only) else _measure(args)
+        if args.mlflow_runs and status == 0 and not args.wandb_only:
+            from benchmarks.mlflow_bench import measure_mlflow
+
+            measure_mlflow(args.cache, args.mlflow_runs, args.trials, args.extra, record=not args.no_record)
+        wandb_sizes = [int(size) for size in args.wandb_runs.split(',') if size.strip()]
+        if wandb_sizes and status == 0 and not args.mlflow_only:
+            from benchmarks.wandb_bench import measure_wandb
+
+            measure_wandb(args.cache, wandb_sizes, args.extra, record=not args.no_record)
+        return status
     finally:
         empty_trash(args.cache)  # the repos set aside (see set_aside), once nothing is timed any more
 

@@ -28,7 +28,8 @@ __all__ = ['new_parser', 'add_shared_flags', 'parse_command', 'check_pipeline_ar
 
 # runferry's own loggers (a logger's filter sees only records logged to it, not to its children): the
 # masking filter sits on each, and on the root logger's handlers, which every propagated record reaches
-LOGGERS = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim', 'flex_template', 'runferry.retry', 'connectors.aim_sink')
+# (each program's own logger, named after it, is added by ``start(prog)``)
+LOGGERS = ('flex_template', 'runferry.retry', 'connectors.aim_sink')
 
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -152,10 +153,11 @@ def check_pipeline_args(pipeline_args: Sequence[str], parser: argparse.ArgumentP
     raise UsageError(f'unknown flag {name}: neither a flag of this program nor a Beam option{hint}')
 
 
-def start() -> None:
+def start(prog: Optional[str] = None) -> None:
     """What every entry point does first: INFO logging to stderr, and secrets masked in every record
-    (the filter), every uncaught exception (the hook) and whatever the process prints (its streams)."""
+    (the filter, on runferry's loggers and the program's own, ``prog``), every uncaught exception (the
+    hook) and whatever the process prints (its streams)."""
     redact.mask_streams()
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    redact.mask_logging(*LOGGERS)
+    redact.mask_logging(*LOGGERS, *([prog] if prog else []))
     redact.mask_excepthook()

@@ -76,7 +76,7 @@ def convert(prog: str, doc: str, source_cls: Type[Source], destination_cls: Type
     1 (a run not written; under ``--strict``, anything skipped), 2 (a usage error, before any work).
     ``early``: what the entry point started before its imports (``pipelines.early_repo``), used only
     for the process's own arguments (``argv`` None)."""
-    start()
+    start(prog)
     try:
         command = parse(make_parser(prog, doc, source_cls, destination_cls), source_cls, destination_cls, argv)
         source, destination, args = command.source, command.destination, command.args

@@ -23,13 +23,23 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ['ROOT', 'TEMPLATES', 'EXTRAS', 'setup_requirements', 'closure', 'render', 'main']
+__all__ = ['ROOT', 'TEMPLATES', 'EXTRAS', 'template_extras', 'setup_requirements', 'closure', 'render', 'main']
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATES = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim')
+# every directory of templates/ holding a metadata.json is a template: a new one needs no entry here
+TEMPLATES = tuple(sorted(name for name in os.listdir(os.path.join(ROOT, 'templates'))
+                         if os.path.isfile(os.path.join(ROOT, 'templates', name, 'metadata.json'))))
 EXTRAS = ('gcs', 's3', 'svg')
-# a template's extras beyond EXTRAS: what its source alone needs
-TEMPLATE_EXTRAS = {'wandb_to_aim': ('wandb',)}
+
+
+def template_extras(name: str) -> tuple:
+    """A template's extras beyond EXTRAS (what its source alone needs, e.g. ``wandb``): one a line in its
+    own ``templates/<name>/extras`` file, when it has one."""
+    path = os.path.join(ROOT, 'templates', name, 'extras')
+    if not os.path.isfile(path):
+        return ()
+    return tuple(line.strip() for line in open(path) if line.strip() and not line.startswith('#'))
+
 INSTALLER_OWNED = {'pip', 'setuptools', 'wheel'}  # left to the image, as `pip freeze` leaves them
 
 
@@ -95,7 +105,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for name in TEMPLATES:
-        added = TEMPLATE_EXTRAS.get(name, ())
+        added = template_extras(name)
         text = render(closure(setup_requirements(extras=EXTRAS + added)), added)
         path = os.path.join(ROOT, 'templates', name, 'requirements.txt')
         current = open(path).read() if os.path.exists(path) else None

@@ -33,6 +33,14 @@ def aim_server(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def postgres_server():
+    """A PostgreSQL 15 cluster on 127.0.0.1 in a temp dir; ``.url`` is an MLflow tracking URI
+    (``postgresql+psycopg://mlflow@127.0.0.1:PORT/postgres``)."""
+    with servers.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
 def s3fs_client(s3_server):
     """An s3fs filesystem on the moto server, for uploading test data."""
     import s3fs

@@ -3,6 +3,8 @@
 * ``moto_s3()``: moto's standalone server (S3), reached with ``AWS_ENDPOINT_URL``.
 * ``gcs_emulator()``: ``gcp-storage-emulator`` (in memory), reached with ``STORAGE_EMULATOR_HOST``.
 * ``aim_server(repo)``: ``aim server`` over a local repo, reached as ``aim://127.0.0.1:PORT``.
+* ``postgres_server()``: a PostgreSQL 15 cluster in a temp dir, reached as
+  ``postgresql+psycopg://mlflow@127.0.0.1:PORT/postgres`` (SQLAlchemy with psycopg 3).
 
 Each context manager waits until the server answers HTTP, yields what a client needs, and kills the
 server's whole process group on exit, even when the test failed. A server that does not come up fails
@@ -23,9 +25,11 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterator, List
 
-__all__ = ['free_port', 'Server', 'moto_s3', 'gcs_emulator', 'mlflow_server', 'aim_server', 'S3_ENV', 'GCS_ENV']
+__all__ = ['free_port', 'Server', 'moto_s3', 'gcs_emulator', 'mlflow_server', 'aim_server', 'postgres_server',
+           'S3_ENV', 'GCS_ENV', 'POSTGRES_BIN']
 
 BIN = os.path.dirname(sys.executable)  # the venv's console scripts sit beside its python
+POSTGRES_BIN = '/usr/lib/postgresql/15/bin'
 
 # Dummy credentials so that s3fs/botocore never look further (config files, instance metadata).
 S3_ENV = {'AWS_ACCESS_KEY_ID': 'testing', 'AWS_SECRET_ACCESS_KEY': 'testing', 'AWS_DEFAULT_REGION': 'us-east-1'}
@@ -119,14 +123,16 @@ def gcs_emulator() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: str, artifacts: List[str] = (), env: Dict[str, str] = None) -> Iterator[Server]:
+def mlflow_server(root: str, artifacts: List[str] = (), env: Dict[str, str] = None,
+                  timeout: float = 120) -> Iterator[Server]:
     """``mlflow server`` over a SQLite store in ``root``; its artifacts proxied by the server into
-    ``root/artifacts`` unless ``artifacts`` gives other ``mlflow server`` flags for them."""
+    ``root/artifacts`` unless ``artifacts`` gives other ``mlflow server`` flags for them. ``timeout``:
+    seconds it may take to answer (its start alone took 2 minutes on this 2-core machine under load)."""
     port = free_port()
     artifact_flags = list(artifacts) or ['--artifacts-destination', f'{root}/artifacts']
     command = [os.path.join(BIN, 'mlflow'), 'server', '--backend-store-uri', f'sqlite:///{root}/m.db',
                *artifact_flags, '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
-    with _serve(command, '/health', env or {}, port, timeout=120) as server:
+    with _serve(command, '/health', env or {}, port, timeout=timeout) as server:
         yield server
 
 
@@ -140,3 +146,37 @@ def aim_server(repo: str) -> Iterator[Server]:
     with _serve(command, '/status/', {}, port) as server:
         server.url = f'aim://127.0.0.1:{port}'
         yield server
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Server]:
+    """A PostgreSQL 15 cluster in a fresh temp dir (trust auth, user ``mlflow``, TCP on 127.0.0.1 only);
+    ``server.url`` is a SQLAlchemy URI for MLflow. PostgreSQL refuses to run as root, so when this runs as
+    root the cluster belongs to the ``postgres`` user. The cluster is stopped (fast) and its dir removed
+    on exit, even when the test failed."""
+    import pwd
+    import shutil
+
+    if not os.path.isfile(os.path.join(POSTGRES_BIN, 'pg_ctl')):
+        raise RuntimeError(f'PostgreSQL 15 is not installed at {POSTGRES_BIN}')
+    as_user: List[str] = []
+    root = tempfile.mkdtemp(prefix='runferry-postgres-')
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam('postgres')
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ['runuser', '-u', 'postgres', '--']
+    data, log_path, port = os.path.join(root, 'data'), os.path.join(root, 'log'), free_port()
+    ctl = [*as_user, os.path.join(POSTGRES_BIN, 'pg_ctl'), '-D', data]
+    try:
+        subprocess.run([*as_user, os.path.join(POSTGRES_BIN, 'initdb'), '-D', data, '-A', 'trust', '-U', 'mlflow'],
+                       check=True, capture_output=True, timeout=120)
+        started = subprocess.run([*ctl, '-o', f'-p {port} -k {root} -c listen_addresses=127.0.0.1', '-l', log_path,
+                                  '-w', '-t', '60', 'start'], capture_output=True, text=True, timeout=90)
+        if started.returncode != 0:
+            with open(log_path, errors='replace') as f:
+                raise RuntimeError(f'PostgreSQL did not start: {started.stderr[-1000:]}\n{f.read()[-2000:]}')
+        yield Server(port=port, url=f'postgresql+psycopg://mlflow@127.0.0.1:{port}/postgres', env={},
+                     log_path=log_path)
+    finally:
+        subprocess.run([*ctl, '-m', 'fast', 'stop'], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,19 +12,25 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List
 
 import pytest
 
-from pipelines import mlflow_to_aim, tf_to_aim
+from pipelines import mlflow_to_aim, tf_to_aim, tf_to_mlflow, wandb_to_aim
 from pipelines.common import UsageError
 from templates.flex_args import parser_of, template_argv
 from tests import servers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = {'tf_to_aim': (tf_to_aim, ['--logdir', '/data/logs', '--repo', '/mnt/aim']),
-                'mlflow_to_aim': (mlflow_to_aim, ['--tracking-uri', 'sqlite:////data/m.db', '--repo', '/mnt/aim'])}
+                'mlflow_to_aim': (mlflow_to_aim, ['--tracking-uri', 'sqlite:////data/m.db', '--repo', '/mnt/aim']),
+                # a destination's SQLite directory must exist when flags are parsed (nothing is created)
+                'tf_to_mlflow': (tf_to_mlflow, ['--logdir', '/data/logs',
+                                                '--tracking-uri', f'sqlite:///{tempfile.gettempdir()}/m.db'])}
+# every program, for the checks that need no --experiment flag (wandb_to_aim has none: --wandb-project)
+ALL_ENTRY_POINTS = {**ENTRY_POINTS, 'wandb_to_aim': (wandb_to_aim, ['--wandb-dir', '/data/wandb', '--repo', '/mnt/aim'])}
 # Every failure must be quick: one attempt of ours, none of MLflow's own HTTP retries.
 FAST_FAILURE = {'RUNFERRY_RETRY_ATTEMPTS': '1', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0',
                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '10'}
@@ -57,9 +63,9 @@ def test_falt_suggests_flat_where_there_is_one():
         'unknown flag --falt: neither a flag of this program nor a Beam option'
 
 
-@pytest.mark.parametrize('entry', ENTRY_POINTS)
+@pytest.mark.parametrize('entry', ALL_ENTRY_POINTS)
 def test_beam_and_runner_flags_pass_in_both_forms(entry):
-    module, base = ENTRY_POINTS[entry]
+    module, base = ALL_ENTRY_POINTS[entry]
     beam_args = ['--runner', 'DirectRunner', '--direct_num_workers', '2', '--direct_running_mode=multi_processing',
                  '--project=p', '--region', 'us-central1', '--temp_location=gs://b/tmp', '--staging_location',
                  'gs://b/staging', '--setup_file=./setup.py', '--sdk_container_image', 'gcr.io/p/img:1',
@@ -185,13 +191,22 @@ def listing(directory) -> List[str]:
 @pytest.mark.slow
 def test_typos_stop_each_entry_point_before_any_work(seed_logdir, small_mlflow_store, tmp_path):
     """Without the check, Beam drops ``--dryrun`` and the command converts (exit 0, a repo written)."""
-    sources = {'tf_to_aim': ['--logdir', seed_logdir[0]], 'mlflow_to_aim': ['--tracking-uri', small_mlflow_store]}
+    def arguments(entry: str, name: str) -> List[str]:
+        aim = ['--repo', str(tmp_path / name / 'aim')]
+        return {'tf_to_aim': ['--logdir', seed_logdir[0], *aim],
+                'mlflow_to_aim': ['--tracking-uri', small_mlflow_store, *aim],
+                'tf_to_mlflow': ['--logdir', seed_logdir[0], '--tracking-uri', f'sqlite:///{tmp_path}/{name}/m.db'],
+                'wandb_to_aim': ['--wandb-dir', seed_logdir[0], *aim]}[entry]
+
     suggestions = {'--dryrun': '--dry-run', '--falt': '--flat', '--experment': '--experiment'}
+    # what each program can suggest: the flags it has (wandb_to_aim has neither --flat nor --experiment)
+    suggested = {'tf_to_aim': set(suggestions), 'tf_to_mlflow': set(suggestions),
+                 'mlflow_to_aim': {'--dryrun', '--experment'}, 'wandb_to_aim': {'--dryrun'}}
     commands = {}
-    for entry, source in sources.items():
+    for entry in suggested:
         for typo in suggestions:
             name = f'{entry}{typo}'
-            commands[name] = command(entry, *source, '--repo', str(tmp_path / name / 'aim'), typo,
+            commands[name] = command(entry, *arguments(entry, name), typo,
                                      *(['x'] if typo == '--experment' else []),
                                      '--skipped', str(tmp_path / name / 'skipped.jsonl'),
                                      '--report', str(tmp_path / name / 'report.json'))
@@ -202,7 +217,7 @@ def test_typos_stop_each_entry_point_before_any_work(seed_logdir, small_mlflow_s
         assert result.returncode == 2, (name, result.stderr[-2000:])
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith(f'{entry}: error: unknown flag {typo}: '), (name, lines[-3:])
-        if entry == 'tf_to_aim' or typo != '--falt':
+        if typo in suggested[entry]:
             assert lines[-1].endswith(f'did you mean {suggestions[typo]}?'), (name, lines[-1])
         assert result.stdout == '', name
     assert listing(tmp_path) == [], 'a refused command left something behind'
@@ -218,11 +233,13 @@ def assert_no_secret(where: str, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_secrets_are_never_shown_when_sources_refuse_or_are_down(s3_server, tmp_path):
+def test_secrets_are_never_shown_when_sources_refuse_or_are_down(s3_server, seed_logdir, tmp_path):
     """Each command fails with one line naming the source, masked: an MLflow server and a database where
-    nothing listens, moto's S3 without the bucket, an S3 endpoint where nothing listens. MLflow's engine
-    retries a PostgreSQL URI for about 100 s (10 attempts, its own): the commands run at once."""
+    nothing listens, moto's S3 without the bucket, an S3 endpoint where nothing listens (the database is
+    asked by connectors.sql_store before MLflow's own ~100 s engine loop could start). The commands run at
+    once."""
     down = servers.free_port()
+    logdir = seed_logdir[0]
     s3_options = {'key': 'AKIAKEYSECRET77', 'secret': 'S3SECRETvalue88', 'token': 'SESSIONtok99',
                   'client_kwargs': {'endpoint_url': s3_server.url}}
     down_options = {**s3_options, 'client_kwargs': {'endpoint_url': f'http://127.0.0.1:{down}'}}
@@ -234,9 +251,17 @@ def test_secrets_are_never_shown_when_sources_refuse_or_are_down(s3_server, tmp_
                                    '--storage-options', json.dumps(s3_options)),
         's3-wrong-endpoint': command('tf_to_aim', '--logdir', 's3://runferry-logs/logs',
                                      '--storage-options', json.dumps(down_options)),
+        # the MLflow destination's store, and the W&B source's bucket
+        'to-basic-auth': command('tf_to_mlflow', '--logdir', logdir,
+                                 '--tracking-uri', f'http://alice:S3CRETpw@127.0.0.1:{down}/'),
+        'to-postgresql': command('tf_to_mlflow', '--logdir', logdir,
+                                 '--tracking-uri', f'postgresql://bob:PGpass99@127.0.0.1:{down}/mlflow'),
+        'wandb-wrong-endpoint': command('wandb_to_aim', '--wandb-dir', 's3://runferry-logs/wandb',
+                                        '--storage-options', json.dumps(down_options)),
     }
-    commands = {name: [*argv, '--repo', str(tmp_path / name / 'aim'), '--skipped', str(tmp_path / name / 's.jsonl'),
-                       '--report', str(tmp_path / name / 'report.json')] for name, argv in cases.items()}
+    commands = {name: [*argv, *([] if 'tf_to_mlflow' in ' '.join(argv) else ['--repo', str(tmp_path / name / 'aim')]),
+                       '--skipped', str(tmp_path / name / 's.jsonl'), '--report', str(tmp_path / name / 'report.json')]
+                for name, argv in cases.items()}
     env = {**FAST_FAILURE, **{k: v for k, v in servers.S3_ENV.items() if k == 'AWS_DEFAULT_REGION'}}
     results = run_all(commands, env, timeout=400)
     for name, result in results.items():
@@ -249,6 +274,8 @@ def test_secrets_are_never_shown_when_sources_refuse_or_are_down(s3_server, tmp_
     assert f'postgresql://bob:***@127.0.0.1:{down}/mlflow' in results['postgresql'].stderr.splitlines()[-1]
     assert 'token=***' in results['token-query'].stderr.splitlines()[-1]
     assert 'no-such-bucket-here' in results['s3-wrong-bucket'].stderr.splitlines()[-1]
+    assert 'http://alice:***@127.0.0.1' in results['to-basic-auth'].stderr.splitlines()[-1]
+    assert f'postgresql://bob:***@127.0.0.1:{down}/mlflow' in results['to-postgresql'].stderr.splitlines()[-1]
     assert listing(tmp_path) == []
 
 

@@ -349,7 +349,7 @@ def test_mlflow_down_during_fetch_is_a_dead_letter_naming_the_call(mlflow_behind
     run_id = sorted(expected)[0]
     proxy.down()
     try:
-        out = list(FetchMlflowRunFn(MlflowSource(proxy.url), {}).process(run_id))
+        out = list(FetchMlflowRunFn(MlflowSource(proxy.url), {}).process([run_id]))
     finally:
         proxy.up()
     assert [o.tag for o in out] == ['skipped']

@@ -142,7 +142,9 @@ def _convert_leaving_no_download(uri, client, experiment, root, stored_paths, tm
     downloads = tmp_path / 'tmp'
     downloads.mkdir()
     monkeypatch.setattr(tempfile, 'tempdir', str(downloads))
-    made, fetching, real_mkdtemp, real_fetch = [], threading.local(), tempfile.mkdtemp, MlflowSource.fetch_run
+    # (a run's artifacts and models are read in MlflowSource._record, whether runs are read one by one
+    # or, from a SQL store, many at a time)
+    made, fetching, real_mkdtemp, real_record = [], threading.local(), tempfile.mkdtemp, MlflowSource._record
 
     def mkdtemp(*args, **kwargs):
         path = real_mkdtemp(*args, **kwargs)
@@ -150,15 +152,15 @@ def _convert_leaving_no_download(uri, client, experiment, root, stored_paths, tm
             made.append(path)
         return path
 
-    def fetch_run(self, run_id):
+    def record(self, run, metrics):
         fetching.on = True
         try:
-            return real_fetch(self, run_id)
+            return real_record(self, run, metrics)
         finally:
             fetching.on = False
 
     monkeypatch.setattr(tempfile, 'mkdtemp', mkdtemp)
-    monkeypatch.setattr(MlflowSource, 'fetch_run', fetch_run)
+    monkeypatch.setattr(MlflowSource, '_record', record)
     repo = str(tmp_path / 'aim')
     argv = ['--tracking-uri', uri, '--repo', repo, '--skipped', str(tmp_path / 'skipped.jsonl')]
     assert mlflow_to_aim.run(argv) == 0

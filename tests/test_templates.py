@@ -34,7 +34,14 @@ needs_mlflow = pytest.mark.skipif(mlflow_to_aim is None,
                                   reason='pipelines/mlflow_to_aim.py does not exist yet (issue 4)')
 
 
-TEMPLATE_NAMES = ('tf_to_aim', 'mlflow_to_aim', 'wandb_to_aim')
+TEMPLATE_NAMES = ('mlflow_to_aim', 'tf_to_aim', 'tf_to_mlflow', 'wandb_to_aim')
+
+
+def test_every_template_directory_is_found():
+    from templates.pin_requirements import TEMPLATES, template_extras
+
+    assert TEMPLATES == TEMPLATE_NAMES
+    assert template_extras('wandb_to_aim') == ('wandb',) and template_extras('tf_to_aim') == ()
 
 
 def metadata(template):
@@ -54,6 +61,17 @@ LANDS = {
         'flat': ('true', 'flat', True),
         'layout': ('tensorboard', 'layout', 'tensorboard'),
         'experiment': ('resnet sweep', 'experiment', 'resnet sweep'),
+        'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+        'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
+        'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+    },
+    'tf_to_mlflow': {
+        'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
+        'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
+        'experiment': ('resnet sweep', 'experiment', 'resnet sweep'),
+        'artifact_location': ('gs://my-bucket/mlflow', 'artifact_location', 'gs://my-bucket/mlflow'),
+        'flat': ('true', 'flat', True),
+        'layout': ('tensorboard', 'layout', 'tensorboard'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
@@ -79,6 +97,7 @@ BASE = {
     'tf_to_aim': {'logdir': '/data/logs', 'repo': '/mnt/aim'},
     'mlflow_to_aim': {'tracking_uri': 'sqlite:////data/mlflow.db', 'repo': '/mnt/aim'},
     'wandb_to_aim': {'wandb_dir': '/data/wandb', 'repo': '/mnt/aim'},
+    'tf_to_mlflow': {'logdir': '/data/logs', 'tracking_uri': 'https://mlflow.example.com'},
 }
 # Good and bad values for every parameter's regexes.
 EXAMPLES = {
@@ -102,6 +121,8 @@ EXAMPLES = {
     'report': (['gs://my-bucket/runferry/report.json', '/mnt/aim/report.json'], ['report.json', 'gs://', '']),
     'storage_options': (['{"anon": true}', '{}', '{"endpoint_url": "http://minio:9000", "key": "k"}'],
                         ['anon=true', '[1, 2]', '"x"', '', '{"a": 1}\n{"b": 2}']),
+    'artifact_location': (['gs://my-bucket/mlflow-artifacts', 's3://bkt/a', '/mnt/artifacts'],
+                          ['artifacts', './a', 'gs://', '', '/a\nb']),
     'tracking_uri': (['https://mlflow.example.com', 'http://10.0.0.3:5000', 'http://mlflow:5000/prefix',
                       'postgresql://user@10.0.0.3/mlflow', 'postgresql+psycopg2://u:p@db:5432/mlflow',
                       'sqlite:////mnt/mlflow/mlflow.db', 'file:///mnt/mlruns', '/mnt/mlruns'],
@@ -195,6 +216,14 @@ def test_wandb_template_parameters_are_flags_of_the_pipeline():
 
     check_parameters_land(wandb_to_aim, 'wandb_to_aim')
     check_required_flags_are_parameters(wandb_to_aim, 'wandb_to_aim')
+
+
+def test_tf_to_mlflow_template_parameters_are_flags_of_the_pipeline():
+    from pipelines import tf_to_mlflow
+
+    check_parameters_land(tf_to_mlflow, 'tf_to_mlflow')
+    check_required_flags_are_parameters(tf_to_mlflow, 'tf_to_mlflow')
+    assert {'logdir', 'tracking_uri'} <= {n for n, p in params('tf_to_mlflow').items() if not p['isOptional']}
 
 
 def test_template_switches_and_empty_optionals_are_translated():

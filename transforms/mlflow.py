@@ -2,9 +2,9 @@
 
 ``ReadMlflow`` chains them::
 
-    run ids ─SpreadRuns─▶ FetchRuns (one run a worker call: params, tags, full metric histories,
-            artifacts) ─▶ (RunData, dead letters) ─SplitDeadLetters─▶ RunData (``runs``);
-            dead letters ─▶ ``skipped``
+    run ids ─run_batches─▶ ListRuns ─SpreadRuns─▶ FetchRuns (params, tags, full metric histories,
+            artifacts: from a SQL store many runs a read, from other stores a run at a time)
+            ─▶ (RunData, dead letters) ─SplitDeadLetters─▶ RunData (``runs``); dead letters ─▶ ``skipped``
 
 The mapping (``mlflow_run_data``) is a pure function of an ``MlflowRunRecord``.
 """
@@ -14,7 +14,7 @@ import dataclasses
 import io
 import posixpath
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -25,12 +25,15 @@ from transforms.counters import NAMESPACE, SKIPPED
 from transforms.sequence_names import hold_aim_names
 from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
-__all__ = ['ReadMlflow', 'SplitDeadLettersFn', 'FetchMlflowRunFn', 'mlflow_run_data', 'metric_series',
-           'artifact_series', 'stepped_image_series', 'image_points', 'run_inputs_and_models', 'run_links',
-           'run_identity', 'aim_tags', 'user_tags', 'parent_tag', 'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE',
-           'SKIPPED', 'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG', 'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
+__all__ = ['ReadMlflow', 'SplitDeadLettersFn', 'FetchMlflowRunFn', 'run_batches', 'BULK_RUNS', 'SPREAD',
+           'mlflow_run_data', 'metric_series', 'artifact_series', 'stepped_image_series', 'image_points',
+           'run_inputs_and_models', 'run_links', 'run_identity', 'aim_tags', 'user_tags', 'parent_tag',
+           'svg_to_png', 'svg_supported', 'SVG_MAX_SIDE', 'SKIPPED', 'NOTE_TAG', 'PARENT_TAG', 'PARENT_AIM_TAG',
+           'SYSTEM_TAG_PREFIX', 'AIM_TAG_MAX_CHARS']
 
 NOTE_TAG = 'mlflow.note.content'  # where MLflow keeps a run's description
+BULK_RUNS = 100  # runs read together from a SQL store, at most (its search_runs then takes one page)
+SPREAD = 16  # elements a bulk-read plan is cut into, at least (so that every worker has several)
 PARENT_TAG = 'mlflow.parentRunId'  # set on nested runs (autolog's tuning trials, start_run(nested=True))
 PARENT_AIM_TAG = 'parent_run'  # the Aim tag 'parent_run=<id>' (MLflow's own key, 51 characters with an id, is too long)
 SYSTEM_TAG_PREFIX = 'mlflow.'
@@ -332,8 +335,18 @@ def mlflow_run_data(record: MlflowRunRecord, experiment: str) -> Tuple[RunData, 
     return RunData(spec, series), skips
 
 
+def run_batches(run_ids: List[str], bulk: bool, most: int = BULK_RUNS, spread: int = SPREAD) -> List[List[str]]:
+    """The run ids cut into the pipeline's elements, in order: for a store read in bulk
+    (``MlflowSource.reads_in_bulk``) batches of at most ``most`` runs, but small enough that there are at
+    least ``spread`` of them to share among the workers; otherwise one run an element."""
+    size = min(most, max(1, -(-len(run_ids) // spread))) if bulk else 1
+    return [run_ids[i:i + size] for i in range(0, len(run_ids), size)]
+
+
 class FetchMlflowRunFn(beam.DoFn):
-    """A run id → (RunData, dead letters); a run that cannot be read is itself a dead letter."""
+    """A batch of run ids (``run_batches``) → (RunData, dead letters) per run; a run that cannot be read
+    is itself a dead letter. The batch is read with ``MlflowSource.fetch_runs``: from a SQL store with one
+    listing and one metrics query for all its runs, from other stores run by run."""
 
     def __init__(self, source: MlflowSource, experiment_names: Dict[str, str]):
         self.source = source
@@ -348,14 +361,19 @@ class FetchMlflowRunFn(beam.DoFn):
         self.models_listed = Metrics.counter(NAMESPACE, 'models_listed')
         self.datasets_listed = Metrics.counter(NAMESPACE, 'datasets_listed')
 
-    def process(self, run_id: str):
-        try:
-            record = self.source.fetch_run(run_id)
-        except Exception as error:  # deleted since listing, permissions, server down after retries
+    def process(self, run_ids: List[str]):
+        for run_id, found in self.source.fetch_runs(run_ids, list(self.experiment_names)):
+            yield from self._outputs(run_id, found)
+
+    def _outputs(self, run_id: str, found: Union[MlflowRunRecord, Exception]):
+        """A run's record → (RunData, dead letters), counted; an error (deleted since listing,
+        permissions, server down after retries) → the run as a dead letter."""
+        if isinstance(found, Exception):
             self.runs_skipped.inc()
             yield TaggedOutput(SKIPPED, Skip(f'mlflow run {run_id}',
-                                             f'run could not be read: {type(error).__name__}: {error}', 'run'))
+                                             f'run could not be read: {type(found).__name__}: {found}', 'run'))
             return
+        record = found
         experiment = self.experiment_names.get(record.experiment_id, record.experiment_id)
         data, skips = mlflow_run_data(record, experiment)
         self.runs_read.inc()
@@ -394,7 +412,7 @@ class SplitDeadLettersFn(beam.DoFn):
 
 
 class ReadMlflow(beam.PTransform):
-    """The planned run ids → runs (``RunData``), one MLflow run a worker call. Applied to the
+    """The planned run ids → runs (``RunData``), fetched in batches (``run_batches``). Applied to the
     pipeline's start; outputs ``runs`` and ``skipped`` (runs that could not be read, and what a run holds
     that cannot be kept)."""
 
@@ -406,7 +424,8 @@ class ReadMlflow(beam.PTransform):
 
     def expand(self, begin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
         fetched = (begin
-                   | 'ListRuns' >> beam.Create(self.run_ids, reshuffle=False)
+                   | 'ListRuns' >> beam.Create(run_batches(self.run_ids, self.source.reads_in_bulk()),
+                                               reshuffle=False)
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
                    .with_outputs(SKIPPED, main='runs'))

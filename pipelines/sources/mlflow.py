@@ -4,7 +4,7 @@
 Its flags (``--tracking-uri``, ``--experiment``, ``--include-deleted``), its plan (experiments and their
 runs listed here, page by page, before the pipeline starts; deleted runs counted), its dry run (a tree
 of experiments → runs, nested runs under their parent → what their artifacts become) and its read
-(``transforms.mlflow.ReadMlflow``: one run fetched and mapped per element).
+(``transforms.mlflow.ReadMlflow``: runs fetched in batches, each mapped on its own).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from connectors import redact
 from connectors.mlflow_source import MlflowSource as MlflowStore
 from connectors.mlflow_source import (ExperimentRef, artifact_kind, run_datasets, select_experiments,
                                       stepped_image_part, store_location_problem)
+from connectors.sql_store import unreachable_database
 from pipelines.common import UsageError
 from pipelines.report import print_tree
 from pipelines.seam import Destination, Source
@@ -99,7 +100,7 @@ def plan_store(tracking_uri: str, wanted: List[str], include_deleted: bool = Fal
     """List experiments and their runs once (every page); an unknown ``--experiment`` (``wanted``: ids or
     names; none: all) or a local store that is not there (checked before MLflow is asked anything) is a
     usage error."""
-    problem = store_location_problem(tracking_uri)
+    problem = store_location_problem(tracking_uri) or unreachable_database(tracking_uri)
     if problem:
         raise UsageError(f'--tracking-uri: {problem}')
     source = MlflowStore(tracking_uri, page_size=page_size)
