@@ -99,7 +99,10 @@ def writer(repo_path: str, runs: List[RunData]) -> Clock:
 def bare(root: str, count: int) -> Clock:
     """aimrocks alone: create a database, put one record, close it (Aim's options, paranoid checks on)."""
     from aim.storage.rockscontainer import RocksContainer
-    options = dict(RocksContainer(os.path.join(root, 'probe'))._db_opts, paranoid_checks=True)
+    # Aim's options as a container holds them (its progress and lock files go under ``root`` too)
+    probe = RocksContainer(os.path.join(root, 'chunks', 'probe'))
+    options = dict(probe._db_opts, paranoid_checks=True)
+    probe.close()
     clock = Clock()
     for index in range(count):
         clock.start('bare')
