@@ -35,7 +35,7 @@ from connectors.aim_run_hash import run_hash_for
 from connectors.aim_sdk_run import TrackedSequences, close_sdk_run, open_sdk_run, set_run_props
 from connectors.aim_sequences import RunSequences
 from connectors.aim_version import write_path
-from runmodel import SUPERSEDED_REASON, RunData, RunSpec, Series, Skip, merge_series
+from runmodel import RunData, RunSpec, Series, Skip, read_whole
 
 # the writer's own names, and those its callers have always imported from here
 __all__ = ['AimRunWriter', 'WrittenRun', 'materialize', 'run_hash_for', 'open_repo', 'is_remote', 'RunProps',
@@ -210,33 +210,6 @@ def _end_time(spec: RunSpec, sequences) -> Optional[float]:
     return spec.end_time if spec.end_time is not None else sequences.last_time
 
 
-def materialize(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
-    """The run with all its series read and merged, one ``Series`` per sequence (for writers that take a
-    run whole: ``aim://`` servers; its memory grows with the run), and the number of points superseded.
-    Dead letters of reading and of superseded points go to ``on_skip``; None when a streamed source held
-    no point."""
-    parts: Dict[Tuple[str, str, str], List[Series]] = {}
-    for item in data.items():
-        if isinstance(item, Skip):
-            on_skip(item)
-            continue
-        for series in item:
-            if len(series):
-                parts.setdefault(series.key, []).append(series)
-    if data.stream is not None and not parts and not data.attribute_points:
-        return None, 0
-    merged, total = [], 0
-    for key in sorted(parts):
-        series, superseded = merge_series(parts[key])
-        merged.append(series)
-        total += superseded
-        if superseded:
-            on_skip(Skip(data.origin, SUPERSEDED_REASON, 'point', count=superseded, detail=f'{series.name} {key[2]}'))
-    spec = dataclasses.replace(data.spec)
-    if merged and spec.creation_time is None:
-        spec.creation_time = min(min(s.wall_times) for s in merged)
-    if merged and spec.end_time is None:
-        spec.end_time = max(max(s.wall_times) for s in merged)
-    return RunData(spec, merged, dict(data.attribute_points)), total
+materialize = read_whole  # the name this module has exported: a run merged whole, for aim:// servers
 
 

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ['Series', 'RunSpec', 'RunData', 'RunItem', 'Skip', 'context_key', 'merge_series', 'METRIC', 'SUPERSEDED_REASON']
+__all__ = ['Series', 'RunSpec', 'RunData', 'RunItem', 'Skip', 'context_key', 'merge_series', 'METRIC', 'SUPERSEDED_REASON',
+           'read_whole']
 
 METRIC = 'metric'
 SUPERSEDED_REASON = 'duplicate step: superseded by a later event with the same step'
@@ -147,3 +148,35 @@ class Skip:
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None}, sort_keys=True)
+
+
+def read_whole(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
+    """The run with all its series read and merged (one ``Series`` per sequence, unique steps, the last
+    written point of a step kept) and its start and end completed from its points; and the number of
+    points superseded. For destinations that take a run whole (an ``aim://`` server, MLflow, which needs
+    a run's start time when it creates the run): their memory grows with the run. Dead letters of
+    reading, and one per sequence with superseded points, go to ``on_skip``. None when a streamed source
+    held no point (no run is made)."""
+    parts: Dict[Tuple[str, str, str], List[Series]] = {}
+    for item in data.items():
+        if isinstance(item, Skip):
+            on_skip(item)
+            continue
+        for series in item:
+            if len(series):
+                parts.setdefault(series.key, []).append(series)
+    if data.stream is not None and not parts and not data.attribute_points:
+        return None, 0
+    merged, superseded = [], 0
+    for key in sorted(parts):
+        series, dropped = merge_series(parts[key])
+        merged.append(series)
+        superseded += dropped
+        if dropped:
+            on_skip(Skip(data.origin, SUPERSEDED_REASON, 'point', count=dropped, detail=f'{series.name} {key[2]}'))
+    spec = dataclasses.replace(data.spec, attributes=dict(data.spec.attributes))
+    if merged and spec.creation_time is None:
+        spec.creation_time = min(min(s.wall_times) for s in merged)
+    if merged and spec.end_time is None:
+        spec.end_time = max(max(s.wall_times) for s in merged)
+    return RunData(spec, merged, dict(data.attribute_points)), superseded

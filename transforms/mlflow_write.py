@@ -8,8 +8,7 @@ a transient failure (a server that refuses or drops connections, a busy database
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -17,40 +16,13 @@ from apache_beam.pvalue import TaggedOutput
 
 from connectors.retry import call_with_retry
 from connectors.redact import mask_uri
-from runmodel import SUPERSEDED_REASON, RunData, Series, Skip, merge_series
+from runmodel import RunData, Skip, read_whole
 from transforms.counters import NAMESPACE, SKIPPED
 
 __all__ = ['WriteToMlflow', 'WriteMlflowRunsFn', 'read_whole_run']
 
 
-def read_whole_run(data: RunData, on_skip: Callable[[Skip], None]) -> Tuple[Optional[RunData], int]:
-    """The run with all its series read and merged (one ``Series`` per sequence, unique steps, the last
-    written point of a step kept) and its start and end completed from its points; and the number of
-    points superseded. Dead letters of reading, and one per sequence with superseded points, go to
-    ``on_skip``. None when a streamed source held no point (no run is made)."""
-    parts: Dict[Tuple[str, str, str], List[Series]] = {}
-    for item in data.items():
-        if isinstance(item, Skip):
-            on_skip(item)
-            continue
-        for series in item:
-            if len(series):
-                parts.setdefault(series.key, []).append(series)
-    if data.stream is not None and not parts and not data.attribute_points:
-        return None, 0
-    merged, superseded = [], 0
-    for key in sorted(parts):
-        series, dropped = merge_series(parts[key])
-        merged.append(series)
-        superseded += dropped
-        if dropped:
-            on_skip(Skip(data.origin, SUPERSEDED_REASON, 'point', count=dropped, detail=f'{series.name} {key[2]}'))
-    spec = dataclasses.replace(data.spec, attributes=dict(data.spec.attributes))
-    if merged and spec.creation_time is None:
-        spec.creation_time = min(min(s.wall_times) for s in merged)
-    if merged and spec.end_time is None:
-        spec.end_time = max(max(s.wall_times) for s in merged)
-    return RunData(spec, merged, dict(data.attribute_points)), superseded
+read_whole_run = read_whole  # the name this module has exported
 
 
 class WriteMlflowRunsFn(beam.DoFn):
