@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import aimrocks
 
@@ -41,13 +41,14 @@ class RunProps:
 
 
 def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = (),
-               meta_records: Optional[Dict[str, bytes]] = None) -> int:
+               meta_records: Optional[Mapping[str, Union[bytes, Iterable[Tuple[bytes, Any]]]]] = None) -> int:
     """Make written runs visible to ``Repo.iter_runs``/queries at once (what ``aim storage reindex``
     does), after writing their deferred SQLite ``props`` in one transaction. Call once, from one
     process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
     the server (``aim server`` keeps no index manager, so remote runs would stay unlisted).
 
-    A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in write
+    A run whose ``meta_records`` (``WrittenRun.meta_records``, or its records as read from a bucket repo's
+    index-records file, ``connectors.aim_bucket_index``) are given is indexed from them, in write
     batches of ``_INDEX_BATCH_RUNS`` runs; any other run's meta container is opened and read, as Aim does
     (by Aim's own ``finalize`` for runs written through Aim's SDK).
 
@@ -84,7 +85,8 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
             for run_hash in indexed[start:start + _INDEX_BATCH_RUNS]:
                 prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
                 index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
-                for key, value in unpack_records(meta_records[run_hash]):
+                records = meta_records[run_hash]  # packed bytes, or (key, value) records read from a file
+                for key, value in (unpack_records(records) if isinstance(records, bytes) else records):
                     index_container.set(key, value, store_batch=batch)
             index_container.commit(batch)
     return len(hashes)

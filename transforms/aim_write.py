@@ -45,10 +45,14 @@ class WriteRunsFn(beam.DoFn):
         self._repo_full = None
 
     def setup(self):
+        self._writer = self._new_writer()
+        self._held = None
+
+    def _new_writer(self):
+        """The run writer: ``prepare``, ``write`` and ``discard_prepared`` (a subclass writes elsewhere)."""
         from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
 
-        self._writer = AimRunWriter(self.repo)
-        self._held = None
+        return AimRunWriter(self.repo)
 
     def start_bundle(self):
         self._held = None
@@ -127,8 +131,13 @@ class WriteRunsFn(beam.DoFn):
             Metrics.counter(NAMESPACE, f'points_written:{kind}').inc(count)
         if self.progress is not None:
             self.progress.record('runs', 1, sum(written.values()))
-        yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
-               'meta_records': result.meta_records, 'contexts': result.contexts}
+        yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'contexts': result.contexts,
+               **self._index_inputs(result)}
+
+    @staticmethod
+    def _index_inputs(result) -> Dict[str, Any]:
+        """What the index step needs of a run written (``IndexRunsFn``): its SQLite props and meta records."""
+        return {'props': result.props, 'meta_records': result.meta_records}
 
     @staticmethod
     def _points(data: RunData) -> int:
