@@ -27,7 +27,7 @@ from typing import Dict, Iterable, Iterator, Mapping, Tuple
 
 from connectors.aim_bucket import AIM_DIR, RUNFERRY_DIR, BucketRepo
 from connectors.aim_bucket_records import hash_of_record, read_props, read_records
-from connectors.aim_bucket_runs import RECORDS_DIR, make_scratch_repo
+from connectors.aim_bucket_runs import RECORDS_DIR, local_only, make_scratch_repo
 from connectors.aim_index import index_runs
 
 __all__ = ['create_bucket_repo', 'index_bucket_runs', 'INDEXED', 'SQLITE']
@@ -63,7 +63,7 @@ def _local_files(root: str) -> Iterator[Tuple[str, Tuple[str, ...]]]:
         relative = os.path.relpath(directory, root)
         prefix = () if relative == '.' else tuple(relative.split(os.sep))
         for name in sorted(names):
-            if name != 'LOCK' and not name.endswith('.softlock'):
+            if not local_only(name) and not name.endswith('.softlock'):
                 yield os.path.join(directory, name), (*prefix, name)
 
 
@@ -101,7 +101,7 @@ def index_bucket_runs(bucket: BucketRepo, records: Iterable[str]) -> int:
     scratch = tempfile.mkdtemp(prefix='runferry-bucket-index-')
     try:
         root = make_scratch_repo(os.path.join(scratch, 'repo'))
-        remote_index = bucket.list_files(*INDEX_DIR)
+        remote_index = {name: size for name, size in bucket.list_files(*INDEX_DIR).items() if not local_only(name)}
         paths = {hash_of_record(name): os.path.join(scratch, 'records', name) for name in todo}
         bucket.get_files([(SQLITE, os.path.join(root, *SQLITE)),
                           *[((*INDEX_DIR, name), os.path.join(root, *INDEX_DIR, name)) for name in remote_index],
@@ -139,9 +139,9 @@ def _upload_index(bucket: BucketRepo, local_dir: str, remote: Dict[str, int]) ->
     """The index directory uploaded crash-consistently: new table files, other files, ``CURRENT``; then
     what it no longer holds is removed."""
     local = {name: os.path.getsize(os.path.join(local_dir, name)) for name in os.listdir(local_dir)
-             if os.path.isfile(os.path.join(local_dir, name)) and name != 'LOCK'}
+             if os.path.isfile(os.path.join(local_dir, name)) and not local_only(name)}
     tables = [n for n in local if n.endswith('.sst') and remote.get(n) != local[n]]
     others = [n for n in local if not n.endswith('.sst') and n != 'CURRENT']
     for names in (tables, others, ['CURRENT'] if 'CURRENT' in local else []):
         bucket.put_files([(os.path.join(local_dir, n), (*INDEX_DIR, n)) for n in sorted(names)])
-    bucket.remove([(*INDEX_DIR, n) for n in sorted(set(remote) - set(local) - {'LOCK'})])
+    bucket.remove([(*INDEX_DIR, n) for n in sorted(set(remote) - set(local))])

@@ -33,10 +33,17 @@ from connectors.aim_local_run import unpack_records
 from connectors.aim_sink import AimRunWriter, WrittenRun
 from runmodel import RunData, Skip
 
-__all__ = ['BucketRunWriter', 'UploadedRun', 'make_scratch_repo', 'RECORDS_DIR', 'CONTAINER_KINDS']
+__all__ = ['BucketRunWriter', 'UploadedRun', 'make_scratch_repo', 'RECORDS_DIR', 'CONTAINER_KINDS', 'local_only']
 
 RECORDS_DIR = (RUNFERRY_DIR, 'index-records')
 CONTAINER_KINDS = ('meta', 'seqs')  # a run's two RocksDB containers: .aim/<kind>/chunks/<hash>/
+
+
+def local_only(name: str) -> bool:
+    """A RocksDB file not worth uploading: its lock file (made by whoever opens the database) and its
+    informational logs (``LOG``, ``LOG.old.*``; a database opens without them)."""
+    return name == 'LOCK' or name == 'LOG' or name.startswith('LOG.old')
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +138,7 @@ class BucketRunWriter:
             local_dir = self._container_dir(kind, run_hash)
             for directory, _, names in os.walk(local_dir):
                 relative = os.path.relpath(directory, local_dir)
-                for name in sorted(set(names) - {'LOCK'}):  # RocksDB's lock file: made by whoever opens it
+                for name in sorted(n for n in names if not local_only(n)):
                     parts = () if relative == '.' else tuple(relative.split(os.sep))
                     files.append((os.path.join(directory, name), (AIM_DIR, kind, 'chunks', run_hash, *parts, name)))
         return files
