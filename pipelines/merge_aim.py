@@ -36,9 +36,9 @@ PROG = 'merge_aim'
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0],
                                      allow_abbrev=False)
-    parser.add_argument('--from', dest='source', required=True,
+    parser.add_argument('--from', dest='source',
                         help='the Aim repo to merge from: a directory holding .aim, or a URL of one (s3://, gs://, ...)')
-    parser.add_argument('--into', dest='target', required=True, help='the local Aim repo to merge into')
+    parser.add_argument('--into', dest='target', help='the local Aim repo to merge into')
     parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
                         help="JSON object of fsspec options for --from's filesystem (credentials, endpoint)")
     parser.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
@@ -49,7 +49,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """The flags, resolved, or ``UsageError``: an unknown flag (with a suggestion), a bad value."""
+    """The flags, resolved, or ``UsageError``: an unknown flag (with a suggestion, first), a missing
+    or bad value. (``--from`` and ``--into`` are required here, not by argparse: its error would come
+    before the unknown flag's, with a usage block, for ``--int REPO``.)"""
     parser = make_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -59,6 +61,9 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         name = first.split('=', 1)[0]
         close = suggestion(name, parser, ())
         raise UsageError(f'unknown flag {name}{f"; did you mean {close}?" if close else ""}')
+    for flag, value in (('--from', args.source), ('--into', args.target)):
+        if value is None:
+            raise UsageError(f'{flag} is required')
     args.storage_options = parse_json_flag('--storage-options', args.storage_options)
     redact.remember(redact.secrets_of_uri(args.source) | redact.secrets_of_options(args.storage_options))
     for flag, value in (('--from', args.source), ('--into', args.target)):
