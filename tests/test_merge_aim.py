@@ -28,6 +28,8 @@ from tests import ui_server
 from tests.readback import read_metrics, read_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# every run: Aim's search hides archived runs unless the query names run.archived
+ALL_RUNS = 'run.archived == True or run.archived == False'
 SOURCE_RUNS = ('run_a', 'run_b', 'run_c')
 OWN_RUN = 'own_run'
 
@@ -81,7 +83,7 @@ def _rows(repo_path: str) -> Dict[str, Tuple]:
     from aim import Repo
 
     repo = Repo.from_path(repo_path)
-    return {row.name: (row.experiment, row.archived, sorted(tag.name for tag in row.tags), row.description,
+    return {row.name: (row.experiment, row.archived, sorted(row.tags), row.description,
                        row.created_at) for row in repo.structured_db.runs()}
 
 
@@ -109,7 +111,7 @@ def _expected(source: str, target_template: str):
 
 def _metric_traces(url: str) -> Dict[Tuple[str, str, str], Tuple[List[int], List[float]]]:
     """{(run name, context JSON, metric): (steps, values)} from aim up's metric search (what its charts draw)."""
-    query = urllib.parse.urlencode({'q': '', 'report_progress': 'false', 'p': 500})
+    query = urllib.parse.urlencode({'q': ALL_RUNS, 'report_progress': 'false', 'p': 500})
     with urllib.request.urlopen(f'{url}/api/runs/search/metric/?{query}', timeout=60) as response:
         runs = ui_server.decode_run_search(response.read())
     traces = {}
@@ -126,7 +128,7 @@ def _wait_for_runs(url: str, names: List[str], timeout: float = 90.0) -> Dict[st
     """aim up's runs, once all of ``names`` are listed (its index manager indexes new runs within seconds)."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = {run['props']['name']: run for run in ui_server.search_runs(url).values()}
+        runs = {run['props']['name']: run for run in ui_server.search_runs(url, ALL_RUNS).values()}
         if set(names) <= set(runs) or time.monotonic() > deadline:
             return runs
         time.sleep(1)
@@ -154,7 +156,7 @@ def test_merge_from_s3_into_a_served_repo(repos, s3_server, s3fs_client, tmp_pat
     expected_runs, expected_metrics, expected_rows = _expected(source, template)
     env = {**s3_server.env, 'RUNFERRY_INDEX_WAIT_SECONDS': '2'}
 
-    with ui_server.aim_up(target) as url:
+    with ui_server.aim_up(target, timeout=180) as url:
         assert sorted(_wait_for_runs(url, [OWN_RUN])) == [OWN_RUN]
         before = _files(target)
 
