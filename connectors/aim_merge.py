@@ -7,9 +7,10 @@ The order makes every step safe to interrupt (``kill -9``) and to repeat:
 1. a batch of runs' SQLite rows (name, experiment, description, tags, archived flag, creation and
    finalization times, as the source holds them) is written in one transaction, through
    ``connectors.aim_index`` (a row with no containers is no run: Aim lists runs by their containers);
-2. each run of the batch is downloaded into a staging directory in the target and renamed into place
-   (``connectors.aim_run_install``): from that moment Aim sees a whole run, with its row already there
-   (a run visible without its row would make Aim's queries fail: ``RepoIntegrityError``);
+2. each run of the batch is downloaded into a staging directory in the target (``DOWNLOAD_THREADS``
+   runs at once) and renamed into place (``connectors.aim_run_install``), one run at a time, in hash
+   order: from that moment Aim sees a whole run, with its row already there (a run visible without
+   its row would make Aim's queries fail: ``RepoIntegrityError``);
 3. at the end the merged runs are indexed (``index_runs``); while an ``aim up`` holds the index, it
    indexes them itself (``IndexBusy``: the runs are counted as not yet indexed).
 
@@ -20,6 +21,7 @@ conversion's index step never ran), is not merged: a dead letter each.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import tempfile
@@ -49,6 +51,9 @@ CONFLICT_REASON = 'run hash exists in the target with other contents (not overwr
 FAILED_REASON = 'run could not be merged'
 
 BATCH_RUNS = 100  # runs whose rows are written in one transaction, then copied
+# runs downloaded at once: a download waits on the network (object storage answers each request in tens
+# of milliseconds), so more than the cores
+DOWNLOAD_THREADS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +105,16 @@ def merge(source: RepoFiles, repo_path: str, plans: List[RunPlan],
             result.skipped.append(_letter(source, run, _SKIP_REASONS[run.action]))
             on_run(run.hash, 'skipped')
     todo = [run for run in plans if run.action in (NEW, IN_TARGET)]
-    for start in range(0, len(todo), BATCH_RUNS):
-        batch = todo[start:start + BATCH_RUNS]
-        new_rows = [run.props for run in batch if run.action == NEW]
-        if new_rows:
-            index_runs(repo_path, [], new_rows)  # the rows only: the runs are indexed once placed
-        for run in batch:
-            outcome = _merge_run(source, aim_dir, run, result)
-            on_run(run.hash, outcome)
+    with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix='merge-download') as pool:
+        for start in range(0, len(todo), BATCH_RUNS):
+            batch = todo[start:start + BATCH_RUNS]
+            new_rows = [run.props for run in batch if run.action == NEW]
+            if new_rows:
+                index_runs(repo_path, [], new_rows)  # the rows only: the runs are indexed once placed
+            # downloaded in parallel, installed one at a time, in hash order, as each download is done
+            for run, download in zip(batch, pool.map(lambda run: _download(source, aim_dir, run), batch)):
+                outcome = _install(source, aim_dir, run, download, result)
+                on_run(run.hash, outcome)
     # a run found present was merged by a merge that may have stopped before its index step
     unindexed = set(result.present) - indexed_hashes(aim_dir, result.present)
     to_index = sorted(set(result.merged) | unindexed)
@@ -119,19 +126,45 @@ def merge(source: RepoFiles, repo_path: str, plans: List[RunPlan],
     return result
 
 
-def _merge_run(source: RepoFiles, aim_dir: str, run: RunPlan, result: MergeResult) -> str:
+@dataclasses.dataclass
+class _Download:
+    staging: Optional[Staging]
+    bytes_read: int = 0
+    error: Optional[Exception] = None
+
+
+def _download(source: RepoFiles, aim_dir: str, run: RunPlan) -> _Download:
+    """The run's containers, staged in the target (never raises: a failure is returned, for ``_install``)."""
+    staging = None
     try:
-        with Staging(aim_dir, run.hash) as staging:
-            for kind in CONTAINER_KINDS:
-                if kind == 'meta' or source.has_container(kind, run.hash):
-                    result.bytes_read += source.download_container(kind, run.hash, staging.container(kind))
-            placed = install(aim_dir, run.hash, staging)
+        staging = Staging(aim_dir, run.hash)
+        copied = 0
+        for kind in CONTAINER_KINDS:
+            if kind == 'meta' or source.has_container(kind, run.hash):
+                copied += source.download_container(kind, run.hash, staging.container(kind))
+        return _Download(staging, copied)
+    except Exception as error:
+        if staging is not None:
+            staging.remove()
+        return _Download(None, error=error)
+
+
+def _install(source: RepoFiles, aim_dir: str, run: RunPlan, download: _Download, result: MergeResult) -> str:
+    """Place a downloaded run (``connectors.aim_run_install.install``); its outcome: merged, present, skipped."""
+    result.bytes_read += download.bytes_read
+    if download.error is not None:
+        result.skipped.append(_letter(source, run, f'{FAILED_REASON}: {one_line(download.error)}'))
+        return 'skipped'
+    try:
+        placed = install(aim_dir, run.hash, download.staging)
     except Conflict as conflict:
         result.skipped.append(_letter(source, run, CONFLICT_REASON, str(conflict)))
         return 'skipped'
-    except OSError as error:
+    except Exception as error:  # e.g. a staged container RocksDB cannot read
         result.skipped.append(_letter(source, run, f'{FAILED_REASON}: {one_line(error)}'))
         return 'skipped'
+    finally:
+        download.staging.remove()
     (result.merged if placed else result.present).append(run.hash)
     return 'merged' if placed else 'present'
 

@@ -41,8 +41,8 @@ class Conflict(Exception):
 
 
 class Staging:
-    """One run's staging directory in the target repo, removed when the block ends (whatever was not
-    renamed into place)."""
+    """One run's staging directory in the target repo; ``remove`` removes whatever was not renamed into
+    place (so does the end of a ``with`` block)."""
 
     _counter = itertools.count()
 
@@ -59,6 +59,9 @@ class Staging:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 

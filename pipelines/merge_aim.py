@@ -195,7 +195,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:
         print_plan(args.source, target, plans)
         return 0
-    result = merge(source, target, plans)
+    try:
+        result = merge(source, target, plans)
+    except Exception as error:  # e.g. the target's SQLite store: what is merged so far stays, whole
+        from connectors.retry import one_line
+        print(mask_text(f'{PROG}: error: the merge failed: {one_line(error)}; runs merged so far are whole, and '
+                        'running the same command again completes the merge'), file=sys.stderr)
+        return 1
     _write_skipped(args.skipped, result.skipped)
     counters = {'runs_read': len(plans), 'runs_merged': len(result.merged), 'runs_present': len(result.present),
                 'runs_skipped': len(result.skipped), 'bytes_read': result.bytes_read,

@@ -73,8 +73,7 @@ def repos(tmp_path_factory):
     rows.find_run(by_name['run_a'].hash).archived = True
     rows.find_run(by_name['run_b'].hash).add_tag('backfill')
     rows.find_run(by_name['run_b'].hash).description = 'converted on Dataflow'
-    repo.close()
-    Repo._pool.pop(repo.path, None)
+    _forget_repo(source)
     return source, target
 
 
@@ -88,8 +87,23 @@ def _rows(repo_path: str) -> Dict[str, Tuple]:
 
 
 def _repo_state(repo_path: str):
-    """What a reader sees: every run (props, attributes, times) and every metric, through the SDK."""
-    return read_runs(repo_path), read_metrics(repo_path), _rows(repo_path)
+    """What a reader sees: every run (props, attributes, times) and every metric, through the SDK (a
+    ``Repo`` opened afresh: one kept from an earlier read would answer from its caches)."""
+    _forget_repo(repo_path)
+    try:
+        return read_runs(repo_path), read_metrics(repo_path), _rows(repo_path)
+    finally:
+        _forget_repo(repo_path)
+
+
+def _forget_repo(repo_path: str) -> None:
+    """Close this process's ``Repo`` of the path, if any, and drop it from Aim's pool."""
+    from aim import Repo
+    from aim.sdk.utils import clean_repo_path
+
+    repo = Repo._pool.pop(clean_repo_path(repo_path), None)
+    if repo is not None:
+        repo.close()
 
 
 def _files(repo_path: str) -> Dict[str, Tuple[int, int]]:
@@ -223,7 +237,7 @@ sys.exit(merge_aim.run(sys.argv[3:]))
 
 @pytest.mark.slow
 def test_kill_during_a_merge_then_rerun_ends_as_an_uninterrupted_merge(repos, tmp_path):
-    from aim import Repo
+    from aim import Repo, Run
 
     source, template = repos
     target = str(tmp_path / 'target')
@@ -242,10 +256,12 @@ def test_kill_during_a_merge_then_rerun_ends_as_an_uninterrupted_merge(repos, tm
     assert len(placed - own_hashes) == 1 and placed - own_hashes < source_hashes
     assert len(set(os.listdir(os.path.join(target, '.aim', 'seqs', 'chunks'))) - own_hashes) == 2
     assert os.listdir(os.path.join(target, '.aim', '.runferry-merge'))  # the staged run, left by the kill
-    reader = Repo(target, read_only=True)  # every run a reader finds is whole, with its row
+    reader = Repo.from_path(target)  # every run a reader finds (by its meta container) is whole, with its row
     for run_hash in placed:
-        assert reader.get_run(run_hash).name
-    reader.close()
+        run = Run(run_hash, repo=reader, read_only=True)
+        metrics = list(run.metrics())
+        assert run.name and metrics and all(metric.values.values_list() for metric in metrics)
+    _forget_repo(target)
 
     # SIGKILL in the re-run's index step: every run placed, none indexed
     killed('index', 1)
@@ -274,7 +290,7 @@ def test_same_hash_with_other_records_is_not_overwritten(repos, tmp_path):
     run = Run(run_hash, repo=repo)  # Aim's own writer, after the merge: the same run, other records
     run['note'] = 'edited after the merge'
     run.close()
-    repo.close()
+    _forget_repo(changed)
     meta = os.path.join(target, '.aim', 'meta', 'chunks', run_hash)
     files = _files(meta)
 
@@ -287,6 +303,25 @@ def test_same_hash_with_other_records_is_not_overwritten(repos, tmp_path):
     letter = json.loads((tmp_path / 'skipped.jsonl').read_text())
     assert letter['kind'] == 'run' and 'meta/chunks' in letter['detail']
     assert _files(meta) == files and _repo_state(target) == state
+
+
+def test_rows_are_written_as_the_source_holds_them(repos, tmp_path):
+    """The source's rows, read from its SQLite file (``connectors.aim_run_rows``) and written by the index
+    step's ``index_runs``: archived flag, tags, description, experiment, times, to the microsecond."""
+    from connectors.aim_index import index_runs
+    from connectors.aim_run_rows import read_run_props
+
+    source, template = repos
+    target = str(tmp_path / 'target')
+    shutil.copytree(template, target, symlinks=True)
+    props = read_run_props(os.path.join(source, '.aim', 'run_metadata.sqlite'))
+    assert sorted(p.name for p in props.values()) == sorted(SOURCE_RUNS)
+    index_runs(target, [], props.values())
+    rows, wanted = _rows(target), _rows(source)
+    _forget_repo(target)
+    _forget_repo(source)
+    assert {name: rows[name] for name in SOURCE_RUNS} == wanted
+    assert wanted['run_a'][1] is True and wanted['run_b'][2:4] == (['backfill'], 'converted on Dataflow')
 
 
 # ------------------------------------------------------------------------------------------- bad flags
