@@ -25,7 +25,7 @@ import concurrent.futures
 import dataclasses
 import os
 import tempfile
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 from connectors.aim_index import IndexBusy, RunProps, index_runs
 from connectors.aim_repo_files import CONTAINER_KINDS, RepoFiles
@@ -93,17 +93,14 @@ class MergeResult:
     index_deferred: int = 0  # merged runs left for whoever holds the index (aim up) to index
 
 
-def merge(source: RepoFiles, repo_path: str, plans: List[RunPlan],
-          on_run: Callable[[str, str], None] = lambda run_hash, outcome: None) -> MergeResult:
-    """Merge the planned runs into the local repo at ``repo_path`` (see the module), calling ``on_run``
-    with each run's hash and outcome (merged, present, skipped) as it is done."""
+def merge(source: RepoFiles, repo_path: str, plans: List[RunPlan]) -> MergeResult:
+    """Merge the planned runs into the local repo at ``repo_path`` (see the module)."""
     aim_dir = os.path.join(repo_path, '.aim')
     clear_stale_staging(aim_dir)
     result = MergeResult()
     for run in plans:
         if run.action in _SKIP_REASONS:
             result.skipped.append(_letter(source, run, _SKIP_REASONS[run.action]))
-            on_run(run.hash, 'skipped')
     todo = [run for run in plans if run.action in (NEW, IN_TARGET)]
     with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix='merge-download') as pool:
         for start in range(0, len(todo), BATCH_RUNS):
@@ -113,8 +110,7 @@ def merge(source: RepoFiles, repo_path: str, plans: List[RunPlan],
                 index_runs(repo_path, [], new_rows)  # the rows only: the runs are indexed once placed
             # downloaded in parallel, installed one at a time, in hash order, as each download is done
             for run, download in zip(batch, pool.map(lambda run: _download(source, aim_dir, run), batch)):
-                outcome = _install(source, aim_dir, run, download, result)
-                on_run(run.hash, outcome)
+                _install(source, aim_dir, run, download, result)
     # a run found present was merged by a merge that may have stopped before its index step
     unindexed = set(result.present) - indexed_hashes(aim_dir, result.present)
     to_index = sorted(set(result.merged) | unindexed)
@@ -149,24 +145,23 @@ def _download(source: RepoFiles, aim_dir: str, run: RunPlan) -> _Download:
         return _Download(None, error=error)
 
 
-def _install(source: RepoFiles, aim_dir: str, run: RunPlan, download: _Download, result: MergeResult) -> str:
-    """Place a downloaded run (``connectors.aim_run_install.install``); its outcome: merged, present, skipped."""
+def _install(source: RepoFiles, aim_dir: str, run: RunPlan, download: _Download, result: MergeResult) -> None:
+    """Place a downloaded run (``connectors.aim_run_install.install``), and count it in ``result``."""
     result.bytes_read += download.bytes_read
     if download.error is not None:
         result.skipped.append(_letter(source, run, f'{FAILED_REASON}: {one_line(download.error)}'))
-        return 'skipped'
+        return
     try:
         placed = install(aim_dir, run.hash, download.staging)
     except Conflict as conflict:
         result.skipped.append(_letter(source, run, CONFLICT_REASON, str(conflict)))
-        return 'skipped'
+        return
     except Exception as error:  # e.g. a staged container RocksDB cannot read
         result.skipped.append(_letter(source, run, f'{FAILED_REASON}: {one_line(error)}'))
-        return 'skipped'
+        return
     finally:
         download.staging.remove()
     (result.merged if placed else result.present).append(run.hash)
-    return 'merged' if placed else 'present'
 
 
 def _letter(source: RepoFiles, run: RunPlan, reason: str, detail: Optional[str] = None) -> Skip:

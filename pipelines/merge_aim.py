@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from connectors import redact
 from connectors.aim_repo import is_remote
@@ -37,7 +37,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f'python -m pipelines.{PROG}', description=__doc__.split('\n')[0],
                                      allow_abbrev=False)
     parser.add_argument('--from', dest='source',
-                        help='the Aim repo to merge from: a directory holding .aim, or a URL of one (s3://, gs://, ...)')
+                        help='the Aim repo to merge from: a directory holding .aim, or its URL (s3://, gs://, ...)')
     parser.add_argument('--into', dest='target', help='the local Aim repo to merge into')
     parser.add_argument('--storage-options', '--storage_options', dest='storage_options',
                         help="JSON object of fsspec options for --from's filesystem (credentials, endpoint)")

@@ -305,8 +305,7 @@ def test_same_hash_with_other_records_is_not_overwritten(repos, tmp_path):
                            'run["note"] = "edited after the merge"; run.close()', changed, run_hash],
                           capture_output=True, text=True, timeout=120)
     assert edit.returncode == 0, edit.stderr[-3000:]
-    meta = os.path.join(target, '.aim', 'meta', 'chunks', run_hash)
-    files = _files(meta)
+    files = _files(target)
 
     again = _merge('--from', changed, '--into', target, '--skipped', str(tmp_path / 'skipped.jsonl'),
                    '--report', str(tmp_path / 'report.json'))
@@ -316,11 +315,12 @@ def test_same_hash_with_other_records_is_not_overwritten(repos, tmp_path):
         f'merge_aim: error: 1 run not merged; the first: {changed} run {run_hash} (run_c): run hash exists in the '
         'target with other contents (not overwritten)']
     letter = json.loads((tmp_path / 'skipped.jsonl').read_text())
-    assert letter['kind'] == 'run' and 'meta/chunks' in letter['detail']
+    assert letter['kind'] == 'run' and letter['detail'].endswith(f'/chunks/{run_hash} exists in the target with other '
+                                                                 'records')
     report = json.loads((tmp_path / 'report.json').read_text())
     assert {key: report['counters'][key] for key in ('runs_read', 'runs_merged', 'runs_present', 'runs_skipped')} \
         == {'runs_read': 3, 'runs_merged': 0, 'runs_present': 2, 'runs_skipped': 1}
-    assert _files(meta) == files and _repo_state(target) == state
+    assert _files(target) == files and _repo_state(target) == state
 
 
 def test_rows_are_written_as_the_source_holds_them(repos, tmp_path):
