@@ -7,13 +7,14 @@ images, text and histograms in a ``train`` context), tensorboardX contexts, and 
 refuses (too long) beside one it renames (``#``)."""
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import pytest
@@ -326,7 +327,9 @@ def http_mlflow(tmp_path_factory):
 
 def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
     """``WriteToMlflow`` under ``TestPipeline``: the runs the TensorBoard reader makes in, MLflow's read
-    back out; a second write of the same runs adds nothing and reports the points as present."""
+    back out; a second write of the same runs adds nothing and reports the points as present; after
+    artifacts were cut short (as a kill during a file store's copy leaves them), a third write mends
+    exactly those and counts them as written."""
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
@@ -344,7 +347,7 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
     for assignment in plan.assignments():
         by_run.setdefault(assignment.run, []).append(assignment)
 
-    def write(label: str):
+    def write(label: str, sent_points: Optional[int]):
         runs = [tensorboard_run_data(source, EXPERIMENT, run, assignments) for run, assignments in by_run.items()]
         with TestPipeline() as p:
             out = p | f'Create{label}' >> beam.Create(runs) | f'Write{label}' >> WriteToMlflow(uri, str(tmp_path / 'art'))
@@ -352,17 +355,51 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
                         equal_to([(name, label == 'first') for name in by_run]), label=f'Written{label}')
             assert_that(out['skipped'] | beam.Filter(lambda s: LONG_TAG in (s.detail or '')) | beam.Map(lambda s: s.count),
                         equal_to([4]), label=f'Refused{label}')
-            # written now: every point the first time, none the second (all of them were there)
-            sent = out['written'] | beam.Map(lambda r: r['present'] if label == 'first' else
+            # the first time nothing is present; later, points sent are those the store did not hold whole
+            sent = out['written'] | beam.Map(lambda r: r['present'] if sent_points is None else
                                              sum(r['points'].values()) - r['present'])
-            assert_that(sent | beam.CombineGlobally(sum), equal_to([0]), label=f'Nothing{label}')
+            assert_that(sent | beam.CombineGlobally(sum), equal_to([sent_points or 0]), label=f'Sent{label}')
         return p.result
 
-    write('first')
+    write('first', None)
     first = check_store(uri, root, logs, str(tmp_path / 'read1'))
-    write('again')
+    write('again', 0)
     second = check_store(uri, root, logs, str(tmp_path / 'read2'))
     assert _metric_rows(second) == _metric_rows(first)
+    write('mended', _cut_artifacts_short(uri, 'plugins_tbx'))
+    check_store(uri, root, logs, str(tmp_path / 'read3'))
+
+
+def _cut_artifacts_short(uri: str, run_name: str) -> int:
+    """Cut one text file, one audio file and one histogram file of the run short, and one image's PNG
+    with its thumbnail gone (a write stopped during the PNG); returns how many points that takes from the
+    store (a histogram file holds all of its key's steps)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    run, = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                              filter_string=f"attributes.run_name = '{run_name}'")
+    artifacts = run.info.artifact_uri[len('file://'):] if run.info.artifact_uri.startswith('file://') \
+        else run.info.artifact_uri
+
+    def first(pattern: str) -> str:
+        found = sorted(glob.glob(os.path.join(artifacts, pattern), recursive=True))
+        assert found, pattern
+        return found[0]
+
+    def halve(path: str) -> None:
+        with open(path, 'r+b') as stream:
+            stream.truncate(os.path.getsize(path) // 2)
+
+    histogram = first('histograms/**/*.json')
+    with open(histogram) as stream:
+        cut = len(json.load(stream)['steps'])
+    thumbnail = first('images/*+compressed.webp')
+    os.unlink(thumbnail)
+    for path in (first('text/**/step_*.txt'), first('audio/**/step_*.wav'), histogram,
+                 thumbnail[:-len('+compressed.webp')] + '.png'):
+        halve(path)
+    return cut + 3
 
 
 # ------------------------------------------------------------------------------------------------ faults
