@@ -271,17 +271,20 @@ def _metric_rows(actual) -> int:
 
 
 @pytest.mark.parametrize('store', ['sqlite', 'postgresql', 'http'])
-def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
+def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
     """Converted into each kind of store and read back whole; the dead letter of the refused key; (SQLite,
-    HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points."""
+    HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points.
+    (PostgreSQL) the artifacts go to S3 (moto's server), as a production SQL store keeps them."""
     root, logs = mixed_logdir
     artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
+    bucket = None
     if store == 'sqlite':
         uri = f'sqlite:///{tmp_path}/mlflow.db'
     elif store == 'postgresql':
         server = request.getfixturevalue('postgres_server')
         uri = server.url
-        artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
+        bucket = _s3_bucket(request, monkeypatch)
+        artifacts = ['--artifact-location', f's3://{bucket}/artifacts']
     else:
         server = request.getfixturevalue('http_mlflow')
         uri, artifacts = server.url, []
@@ -294,6 +297,8 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     refused = [s for s in read_skipped(str(tmp_path / 'skipped.jsonl')) if LONG_TAG in s.get('detail', '')]
     assert len(refused) == 1 and refused[0]['count'] == 4 and 'longer than MLflow allows' in refused[0]['reason']
     if store == 'postgresql':  # its re-run takes SQLite's path (the bulk SQL one), checked there: time saved
+        stored = request.getfixturevalue('s3fs_client').find(f'{bucket}/artifacts')
+        assert any('/histograms/' in path for path in stored) and any('/images/' in path for path in stored)
         return
 
     again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
@@ -315,6 +320,22 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     third = check_store(uri, root, logs, str(tmp_path / 'read3'))
     assert _metric_rows(third) == _metric_rows(first) + 2 * 3  # loss and acc_top1; the long tag refused again
     assert third['odd_run']['info'].run_id == first['odd_run']['info'].run_id
+
+
+def _s3_bucket(request, monkeypatch) -> str:
+    """A new bucket in moto's S3 server, which MLflow's S3 artifact repository reaches (here and in the
+    command's processes) through ``MLFLOW_S3_ENDPOINT_URL``."""
+    import uuid
+
+    from tests import servers
+
+    s3_server = request.getfixturevalue('s3_server')
+    for key, value in {**servers.S3_ENV, 'MLFLOW_S3_ENDPOINT_URL': s3_server.url}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv('AWS_ENDPOINT_URL', raising=False)  # MLflow must find S3 by its own variable
+    bucket = f'tf-to-mlflow-{uuid.uuid4().hex[:12]}'
+    request.getfixturevalue('s3fs_client').mkdir(bucket)
+    return bucket
 
 
 @pytest.fixture(scope='module')
