@@ -291,6 +291,13 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     assert pin_requirements.main(['--check']) == 0, 'run: python -m templates.pin_requirements'
 
 
+def test_every_dockerfile_is_the_one_text_with_its_template_name():
+    """A new template is a metadata.json and a launcher; its Dockerfile is generated, never edited."""
+    from templates import dockerfiles
+
+    assert dockerfiles.main(['--check']) == 0, 'run: python -m templates.dockerfiles'
+
+
 @pytest.mark.parametrize('template', TEMPLATE_NAMES)
 def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(template):
     dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
