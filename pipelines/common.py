@@ -134,7 +134,7 @@ def read_counters(result) -> Dict[str, int]:
 
 def waits_for_job(pipeline_args: List[str], wait: bool = False) -> bool:
     """Whether the launcher waits for the job to end: where it runs here (the DirectRunner), or with
-    ``--wait``. On another runner (Dataflow) it returns once the job is submitted, as a Flex Template
+    ``--wait-for-job``. On another runner (Dataflow) it returns once the job is submitted, as a Flex Template
     launch must; the job writes its own report and dead letters (``pipelines.job_report``)."""
     return wait or _is_direct_runner(pipeline_args)
 

@@ -8,7 +8,7 @@ source's plan), or build and run the pipeline::
       read's and write's dead letters ─CollectSkipped─▶ one JSON-lines file (WriteSkipped)
       read's and write's counts, the dead letters ─ReportJob─▶ --report JSON, the job log (pipelines.job_report)
 
-On a runner that runs the job here (DirectRunner), or with ``--wait``, it then waits, reads the
+On a runner that runs the job here (DirectRunner), or with ``--wait-for-job``, it then waits, reads the
 counters, prints the report and returns the exit status. On another runner (Dataflow) it returns once
 the job is submitted, with a line saying where the job will write its report and dead letters.
 """
@@ -102,7 +102,7 @@ def convert(prog: str, doc: str, source_cls: Type[Source], destination_cls: Type
     if args.dry_run:
         source.print_plan(destination)
         return 0
-    if not waits_for_job(command.pipeline_args, args.wait):
+    if not waits_for_job(command.pipeline_args, args.wait_for_job):
         return _submit_only(command, prog)
     with watch_progress(command.pipeline_args, files_total=source.files_total,
                         runs_total=source.runs_total) as progress:
@@ -133,6 +133,6 @@ def _submit_only(command: Command, prog: str) -> int:
     job = f'job {job_id}' if job_id else 'the job'
     report = (f'its report to {command.args.report} and to the job log' if command.args.report else
               'its report to the job log (--report also writes it as JSON)')
-    print(mask_text(f'{prog}: {job} submitted, not waited for (--wait waits); it writes {report}, and its '
+    print(mask_text(f'{prog}: {job} submitted, not waited for (--wait-for-job waits); it writes {report}, and its '
                     f'dead letters to {command.args.skipped}'))
     return 0

@@ -1,8 +1,8 @@
 """The report the job writes itself, as its last step: on a runner whose launcher returns once the job
 is submitted (Dataflow), nobody is left to read Beam's metrics at the end, so the pipeline totals them.
 
-    every step's counts (``transforms.counted``) ─SumCounts─▶ one dict ─WriteReport─▶ --report (JSON)
-    the dead letters as written (``WriteSkipped``) ─────────────────────┘      and the job log
+    every step's counts (``transforms.counted``) ─SumCounts─▶ one dict ─WriteReport─▶ --report (JSON),
+    the dead letters as written (``WriteSkipped``) ─────────────────────┘           the job log
 
 The totals are the counters' own increments (see ``transforms.counted``), plus what the source knew
 before the pipeline (``Source.counters``: files ignored, deleted runs left out); the reasons are the

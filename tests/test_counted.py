@@ -64,7 +64,7 @@ def test_no_counts_outside_a_runner():
     ([], False, True),  # the DirectRunner runs the job here
     (['--runner=DirectRunner'], False, True),
     (['--runner=DataflowRunner'], False, False),  # submitted: the launcher returns
-    (['--runner=DataflowRunner'], True, True),  # --wait
+    (['--runner=DataflowRunner'], True, True),  # --wait-for-job
     (['--runner=tests.custom_runner.DetachedRunner'], False, False),
 ])
 def test_the_launcher_waits_only_for_a_job_that_runs_here_or_with_wait(args, wait, expected):

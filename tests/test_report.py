@@ -105,7 +105,8 @@ def check_job_report(printed: str, logged: str, document: dict, repo: str):
     launcher printed from Beam's metrics; only the elapsed time (and so the throughput) differs."""
     timeless = ('elapsed', 'throughput')
     launcher, job = parse_report(printed), parse_report(logged)
-    assert {k: v for k, v in job.items() if k not in timeless} == {k: v for k, v in launcher.items() if k not in timeless}
+    assert {k: v for k, v in job.items() if k not in timeless} == \
+        {k: v for k, v in launcher.items() if k not in timeless}
     rendered = io.StringIO()  # the JSON's numbers, as the launcher would print them
     reasons = [(r['reason'], r['kind'], r['items'], r['count']) for r in document['skipped_by_reason']]
     print_report(document['counters'], document['elapsed_seconds'], document['skipped_path'], out=rendered,

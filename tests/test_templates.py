@@ -65,7 +65,7 @@ LANDS = {
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
-        'wait': ('true', 'wait', True),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'tf_to_mlflow': {
         'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
@@ -77,7 +77,7 @@ LANDS = {
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
-        'wait': ('true', 'wait', True),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'mlflow_to_aim': {
         'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
@@ -86,7 +86,7 @@ LANDS = {
         'repo': ('/mnt/aim', 'repo', '/mnt/aim'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
-        'wait': ('true', 'wait', True),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'wandb_to_aim': {
         'wandb_dir': ('gs://my-bucket/cluster/wandb', 'wandb_dir', 'gs://my-bucket/cluster/wandb'),
@@ -95,7 +95,7 @@ LANDS = {
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
-        'wait': ('true', 'wait', True),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
 }
 # The smallest template argv that satisfies each pipeline's required flags.
@@ -111,11 +111,11 @@ EXAMPLES = {
                 '/mnt/logs with space/x'],
                ['logs', './logs', '~/logs', 'gs://', 'gs:///x', 'gs://My_Bucket/x', 'http://host/logs',
                 'file:///x', '', '/a\nb', 'gs://b/x\n--flat']),
-    'repo': (['gs://my-bucket/aim-repo', 's3://ml-runs/aim/', 'aim://127.0.0.1:53800', 'aim://aim-server.internal:43800',
-              'aim://10.0.0.5:53800/', '/mnt/aim', '/mnt/filestore/aim repo'],
+    'repo': (['gs://my-bucket/aim-repo', 's3://ml-runs/aim/', 'aim://127.0.0.1:53800',
+              'aim://aim-server.internal:43800', 'aim://10.0.0.5:53800/', '/mnt/aim', '/mnt/filestore/aim repo'],
              ['aim://host', 'aim://:53800', 'aim://host:port', 'aim://host:123456', 'aim', 'demo-aim', 'gs://',
               'gs://My_Bucket/aim', 'http://host:53800', '', '/a\nb', 'gs://b/aim\n--flat']),
-    'wait': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
+    'wait_for_job': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
     'flat': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
     'include_deleted': (['true', 'false'], ['True', 'yes', '1', '', 'false ']),
     'layout': (['aim', 'flat', 'tensorboard'], ['Aim', 'nested', '', 'tensorboard ', 'aim\nflat']),
@@ -390,7 +390,7 @@ def test_template_launch_returns_and_the_job_writes_its_report_and_dead_letters_
            'RUNFERRY_DETACHED_LOG': str(tmp_path / 'job.log')}
     launched = subprocess.run(
         [sys.executable, os.path.join(TEMPLATES, 'tf_to_aim', 'launcher.py'), f'--logdir=s3://{bucket}/logs',
-         f'--repo={repo}', f'--skipped={out}/skipped.jsonl', f'--report={out}/report.json', '--wait=false',
+         f'--repo={repo}', f'--skipped={out}/skipped.jsonl', f'--report={out}/report.json', '--wait_for_job=false',
          '--runner=tests.custom_runner.DetachedRunner'],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)  # waiting for the job: never ends
     assert launched.returncode == 0, launched.stderr[-3000:]
