@@ -2,7 +2,9 @@
 emulator), written by two worker processes, copied down and read back through Aim's SDK."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,10 +81,16 @@ def test_bucket_repo_two_workers_reads_back_and_a_rerun_rewrites_nothing(cloud, 
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
 
-    result = convert(['--logdir', root, '--repo', url, *flags], str(cwd), env)
+    report = tmp_path / 'report.json'
+    result = convert(['--logdir', root, '--repo', url, '--report', str(report), *flags], str(cwd), env)
     assert result.returncode == 0, result.stderr[-3000:]
     # the old bug: the URL was taken as a local path, and a directory 's3:'/'gs:' appeared here
     assert sorted(os.listdir(cwd)) == ['skipped.jsonl']
+    # the job's own report counts the bucket writer's steps as the printed one does
+    counters = json.loads(report.read_text())['counters']
+    points = sum(len(series) for series in expected.values())
+    assert counters['runs_written'] == len({run for run, _ in expected}) and counters['points_written'] == points
+    assert re.search(rf'points written\s+{points:,}\b', result.stdout + result.stderr)
     copy_down = 'aws s3 sync' if scheme == 's3' else 'gcloud storage rsync --recursive'
     assert f'View the result: {copy_down} {url} aim-repo && aim up --repo aim-repo' in result.stdout
 

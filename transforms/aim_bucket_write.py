@@ -4,6 +4,7 @@
          ─IndexRuns─▶ the repo's SQLite rows and index, built from the markers and uploaded, once
                          └─CountContexts─▶ the ``contexts_written`` counter
     dead letters of the writes ─▶ ``skipped``
+    each step's counts (``transforms.counted``) ─▶ ``counts``
 
 ``WriteBucketRunsFn`` is ``transforms.aim_write.WriteRunsFn`` with ``connectors.aim_bucket_runs.BucketRunWriter``
 (each run written locally, uploaded whole, marker last); its output holds names, not records: the index
@@ -17,7 +18,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.aim_write import CountContextsFn, WriteRunsFn
-from transforms.counters import NAMESPACE, SKIPPED
+from transforms.counted import CountedDoFn
+from transforms.counters import COUNTS, NAMESPACE, SKIPPED
 
 __all__ = ['WriteToAimBucket', 'WriteBucketRunsFn', 'IndexBucketRunsFn']
 
@@ -50,7 +52,7 @@ class WriteBucketRunsFn(WriteRunsFn):
         return {'record': result.record}
 
 
-class IndexBucketRunsFn(beam.DoFn):
+class IndexBucketRunsFn(CountedDoFn):
     """All uploaded runs (one list of small dicts) → the bucket repo's rows and index updated, once, from
     one worker (``connectors.aim_bucket_index.index_bucket_runs``). Counts ``runs_indexed``."""
 
@@ -70,7 +72,7 @@ class IndexBucketRunsFn(beam.DoFn):
 
 class WriteToAimBucket(beam.PTransform):
     """Runs (``RunData``, or ``(RunData, dead letters)``) → written into the Aim repo on object storage
-    ``repo`` and indexed. Outputs ``written`` and ``skipped``, as ``transforms.aim_write.WriteToAim``."""
+    ``repo`` and indexed. Outputs ``written``, ``skipped`` and ``counts``, as ``transforms.aim_write.WriteToAim``."""
 
     def __init__(self, repo: str, storage_options: Optional[Dict[str, Any]] = None, progress=None):
         super().__init__()
@@ -80,9 +82,12 @@ class WriteToAimBucket(beam.PTransform):
 
     def expand(self, runs: beam.PCollection) -> Dict[str, beam.PCollection]:
         written = runs | 'WriteRuns' >> beam.ParDo(
-            WriteBucketRunsFn(self.repo, self.storage_options, self.progress)).with_outputs(SKIPPED, main='written')
-        written.written | 'CountContexts' >> beam.ParDo(CountContextsFn())
-        (written.written
-         | 'CollectMarkers' >> beam.combiners.ToList()
-         | 'IndexRuns' >> beam.ParDo(IndexBucketRunsFn(self.repo, self.storage_options)))
-        return {'written': written.written, 'skipped': written[SKIPPED]}
+            WriteBucketRunsFn(self.repo, self.storage_options, self.progress)).with_outputs(
+            SKIPPED, COUNTS, main='written')
+        contexts = written.written | 'CountContexts' >> beam.ParDo(CountContextsFn()).with_outputs(COUNTS)
+        indexed = (written.written
+                   | 'CollectMarkers' >> beam.combiners.ToList()
+                   | 'IndexRuns' >> beam.ParDo(IndexBucketRunsFn(self.repo, self.storage_options)).with_outputs(
+                       COUNTS, main='indexed'))
+        counts = (written[COUNTS], contexts[COUNTS], indexed[COUNTS]) | 'FlattenCounts' >> beam.Flatten()
+        return {'written': written.written, 'skipped': written[SKIPPED], 'counts': counts}
