@@ -69,7 +69,9 @@ class AimRunWriter:
     RocksDB database is mostly waiting for the disk (a dozen fsyncs per database, two databases a run):
     measured with two workers on two cores, a run's write took 116-123 ms opened in line and 87-94 ms
     opened ahead, for the same CPU time. The open releases the GIL, so it overlaps the previous run's
-    write and the next run's decoding."""
+    write and the next run's decoding. A run new to the repo is built in ``staging`` (a tmpfs, by default
+    ``connectors.aim_staging.staging_root()``; None: in the repo) and published into the repo at its
+    close, whole: no file is created or synced on the repo's disk while it is written."""
 
     def __init__(self, repo: str, staging: Union[str, None, object] = AUTO):
         self.repo_uri = repo
