@@ -143,6 +143,10 @@ class AimRunWriter:
         except aim_staging.StagingFull as full:
             self._stop_staging(full)
             return self._write_local_once(run_hash, data, on_skip)
+        except BaseException:
+            for skip in held:  # met before the failure, as when they are passed on at once
+                on_skip(skip)
+            raise
         for skip in held:
             on_skip(skip)
         return written
