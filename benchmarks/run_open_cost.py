@@ -1,14 +1,20 @@
 """What one small run costs in the Aim write, split into open / write / close, against a bare aimrocks
-open/put/close of an empty database.
+open/put/close of an empty database; runs built in the repo against runs built on tmpfs and published.
 
-    python -m benchmarks.run_open_cost [--runs 300] [--repeats 3] [--dir /dev/shm]
+    python -m benchmarks.run_open_cost [--runs 300] [--repeats 3] [--dir /tmp] [--staging /dev/shm]
 
 Each run has a few metric series of 30 points (as a small MLflow run). Per phase it prints the CPU time
 of the whole process (``time.process_time``: RocksDB's background threads included) and the wall time
 (``time.perf_counter``), in ms a run, median over the repeats. The phases are timed around the same
 calls ``AimRunWriter.write`` makes (``LocalRun``, ``RunSequences``, ``LocalRun.close``), opened in line
-(no ``prepare`` ahead), so they add up; the last column is ``AimRunWriter.write`` itself, end to end.
-Load on a shared machine is noisy: compare CPU ms, back to back.
+(no ``prepare`` ahead), so they add up; ``writer`` is ``AimRunWriter.write`` itself, end to end, and
+``sync`` the one ``aim_staging.barrier`` the index step makes after all runs (a run published from a
+stage is not synced before it), spread over the runs: ``writer`` + ``sync`` is what a run costs.
+
+Two ways are measured in each repeat, their order alternating from one repeat to the next (interleaved
+rounds): ``in repo`` (each run's databases created in the repo, as before ``connectors.aim_staging``)
+and ``staged`` (built in ``--staging``, then published). Load on a shared machine is noisy: compare
+the two ways within a repeat.
 """
 from __future__ import annotations
 
@@ -18,10 +24,11 @@ import shutil
 import statistics
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import aimrocks
 
+from connectors import aim_staging
 from connectors.aim_local_run import LocalRun
 from connectors.aim_repo import open_repo
 from connectors.aim_run_hash import run_hash_for
@@ -30,6 +37,7 @@ from connectors.aim_sink import AimRunWriter
 from runmodel import METRIC, RunData, RunSpec, Series
 
 PHASES = ('open', 'write', 'close')
+WAYS = ('in repo', 'staged')
 POINTS = 30
 SERIES = 4
 
@@ -63,13 +71,13 @@ class Clock:
         self.wall[self._phase] = self.wall.get(self._phase, 0.0) + time.perf_counter() - self._wall0
 
 
-def phases(repo_path: str, runs: List[RunData]) -> Clock:
-    """The storage path's three phases, as ``AimRunWriter._write_local`` calls them."""
+def phases(repo_path: str, runs: List[RunData], staging: Optional[str]) -> Clock:
+    """The storage path's three phases, as ``AimRunWriter._write_local_once`` calls them."""
     repo = open_repo(repo_path, create=False)
     clock = Clock()
     for data in runs:
         clock.start('open')
-        run = LocalRun(repo, run_hash_for(data.spec.identity))
+        run = LocalRun(repo, run_hash_for(data.spec.identity), staging)
         clock.stop()
         clock.start('write')
         sequences = RunSequences(run, data.origin, lambda skip: None)
@@ -85,14 +93,17 @@ def phases(repo_path: str, runs: List[RunData]) -> Clock:
     return clock
 
 
-def writer(repo_path: str, runs: List[RunData]) -> Clock:
-    """``AimRunWriter.write`` end to end (runs opened in line)."""
-    sink = AimRunWriter(repo_path)
+def writer(repo_path: str, runs: List[RunData], staging: Optional[str]) -> Clock:
+    """``AimRunWriter.write`` end to end (runs opened in line), then the index step's barrier."""
+    sink = AimRunWriter(repo_path, staging=staging)
     clock = Clock()
     for data in runs:
         clock.start('writer')
         sink.write(data)
         clock.stop()
+    clock.start('sync')
+    aim_staging.barrier(repo_path)
+    clock.stop()
     return clock
 
 
@@ -115,28 +126,31 @@ def bare(root: str, count: int) -> Clock:
     return clock
 
 
-def measure(base: str, count: int) -> Dict[str, float]:
-    """One repeat: ms a run (CPU and wall) for each phase, the writer and the bare database."""
+def measure_way(base: str, count: int, staging: Optional[str]) -> Dict[str, float]:
+    """One way, one repeat: ms a run (CPU and wall) for each phase and the writer."""
     result = {}
     for name, work in (('phases', phases), ('writer', writer)):
         repo_path = tempfile.mkdtemp(prefix=f'runopen-{name}-', dir=base)
         open_repo(repo_path, create=True)
+        aim_staging.barrier(repo_path)  # what earlier work left unsynced is not this way's cost
         try:
             runs = [small_run(index) for index in range(count)]
-            clock = work(repo_path, runs)
+            clock = work(repo_path, runs, staging)
         finally:
             shutil.rmtree(repo_path, ignore_errors=True)
         for phase in clock.cpu:
             result[f'{phase} cpu'] = 1000 * clock.cpu[phase] / count
             result[f'{phase} wall'] = 1000 * clock.wall[phase] / count
+    return result
+
+
+def measure_bare(base: str, count: int) -> Dict[str, float]:
     root = tempfile.mkdtemp(prefix='runopen-bare-', dir=base)
     try:
         clock = bare(root, count)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result['bare cpu'] = 1000 * clock.cpu['bare'] / count
-    result['bare wall'] = 1000 * clock.wall['bare'] / count
-    return result
+    return {'bare cpu': 1000 * clock.cpu['bare'] / count, 'bare wall': 1000 * clock.wall['bare'] / count}
 
 
 def main(argv=None) -> None:
@@ -144,15 +158,29 @@ def main(argv=None) -> None:
     parser.add_argument('--runs', type=int, default=300)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--dir', default=None, help='where the temporary repos go (default: the temp dir)')
+    parser.add_argument('--staging', default='/dev/shm', help='where the staged way builds runs')
     args = parser.parse_args(argv)
-    repeats = [measure(args.dir, args.runs) for _ in range(args.repeats)]
-    columns = [*PHASES, 'writer', 'bare']
-    print(f'{args.runs} runs of {SERIES}x{POINTS} points, {args.repeats} repeats, median ms a run '
-          f'(in {args.dir or tempfile.gettempdir()}):')
-    print(f'{"":6}' + ''.join(f'{c:>10}' for c in columns))
-    for kind in ('cpu', 'wall'):
-        cells = [statistics.median(r[f'{c} {kind}'] for r in repeats) for c in columns]
-        print(f'{kind:6}' + ''.join(f'{v:10.1f}' for v in cells))
+    staging = {'in repo': None, 'staged': args.staging}
+    rounds: Dict[str, List[Dict[str, float]]] = {way: [] for way in WAYS}
+    for repeat in range(args.repeats):
+        order = WAYS if repeat % 2 == 0 else WAYS[::-1]
+        for way in order:
+            rounds[way].append(measure_way(args.dir, args.runs, staging[way]))
+        bare_result = measure_bare(args.dir, args.runs)
+        for way in WAYS:
+            rounds[way][-1].update(bare_result)
+    columns = [*PHASES, 'writer', 'sync', 'bare']
+    print(f'{args.runs} runs of {SERIES}x{POINTS} points, {args.repeats} interleaved repeats, median ms a run '
+          f'(repos in {args.dir or tempfile.gettempdir()}, staged in {args.staging}; load {os.getloadavg()[0]:.1f}):')
+    print(f'{"":16}' + ''.join(f'{c:>9}' for c in columns))
+    for way in WAYS:
+        for kind in ('cpu', 'wall'):
+            cells = [statistics.median(r[f'{c} {kind}'] for r in rounds[way]) for c in columns]
+            print(f'{way + " " + kind:16}' + ''.join(f'{v:9.1f}' for v in cells))
+    for way in WAYS:
+        per_round = ', '.join(f"{r['writer cpu'] + r['sync cpu']:.1f}/{r['writer wall'] + r['sync wall']:.1f}"
+                              for r in rounds[way])
+        print(f'{way}: writer + sync, CPU/wall ms a run, by repeat: {per_round}')
 
 
 if __name__ == '__main__':

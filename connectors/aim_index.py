@@ -21,6 +21,7 @@ from aim.sdk.repo import Repo
 from aim.storage import encoding as _encoding
 from aim.storage.rockscontainer import RocksContainer
 
+from connectors import aim_staging
 from connectors.aim_local_run import unpack_records
 from connectors.aim_repo import open_repo, utc_datetime
 from connectors.aim_version import write_path
@@ -61,6 +62,10 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     hashes = sorted(set(run_hashes))
     repo = open_repo(repo_uri, create=False)
     props = sorted(props, key=lambda p: p.hash)
+    if not repo.is_remote_repo and (props or hashes):
+        # runs published from a stage were not synced one by one (connectors.aim_staging): once here,
+        # before their rows and index entries make them visible
+        aim_staging.barrier(repo.path)
     if props:
         _write_props_retrying(repo, props)
     if not hashes:

@@ -21,6 +21,7 @@ from aim.sdk.repo import Repo
 from aim.storage.rockscontainer import RocksContainer
 from aim.storage.utils import BLOB
 
+from connectors import aim_staging
 from connectors import aim_storage as storage
 from connectors.aim_run_container import RunContainer
 from connectors import disk_guard
@@ -36,7 +37,9 @@ class LocalRun:
 
     read_only = False
 
-    def __init__(self, repo: Repo, run_hash: str):
+    def __init__(self, repo: Repo, run_hash: str, staging: Optional[str] = None):
+        """``staging``: a directory (on tmpfs) where a run not yet in the repo is built and from which it
+        is published at close (``connectors.aim_staging``); None to build it in the repo."""
         self.hash = run_hash
         self.repo = repo
         self._lock = repo.request_run_lock(run_hash)
@@ -44,13 +47,20 @@ class LocalRun:
         self._containers: List[RocksContainer] = []
         self._created = [path for path in map(self._path, ('meta', 'seqs')) if not os.path.exists(path)]
         self.meta_records: Optional[bytes] = None
+        # the stage this run is built in, when both its databases are new
+        self.stage: Optional[str] = None
         try:
+            if staging is not None and len(self._created) == 2:
+                self.stage = aim_staging.new_stage(staging)
             # opened directly, not through repo.request_container: its pool would hand a closed container
             # back to a later write of the same run in this process
             meta = self._open('meta').tree().subtree('meta')
             seqs = self._open('seqs').tree().subtree('seqs')
         except BaseException:
-            self._release()
+            try:
+                self._release()
+            finally:
+                self._remove_stage()
             raise
         # the meta trees as the sequence writers assign to them: gathered, committed at close (or when
         # they grow large: a run of many sequences)
@@ -76,10 +86,17 @@ class LocalRun:
             self[...] = {}
 
     def _path(self, name: str) -> str:
+        """Where the run's database ``name`` is in the repo."""
         return os.path.join(self.repo.path, name, 'chunks', self.hash)
 
+    def _built_at(self, name: str) -> str:
+        """Where the run's database ``name`` is written: in its stage, else in the repo."""
+        if self.stage is None:
+            return self._path(name)
+        return os.path.join(self.stage, name, 'chunks', self.hash)
+
     def _open(self, name: str) -> RocksContainer:
-        container = RunContainer(self._path(name), read_only=False)
+        container = RunContainer(self._built_at(name), read_only=False)
         self._containers.append(container)
         return container
 
@@ -89,6 +106,7 @@ class LocalRun:
         try:
             self._release()
         finally:
+            self._remove_stage()
             for path in self._created:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -106,16 +124,45 @@ class LocalRun:
             self.meta_run_tree['end_time'] = end_time
             self._meta_records.commit()
             self.meta_records = pack_records(self._containers[0].items())
-        finally:
-            self._release()
+        except BaseException:
+            try:
+                self._release()
+            finally:
+                self._remove_stage()
+            raise
+        self._release(publish=True)
 
-    def _release(self) -> None:
-        """Close the containers and release the run lock, whatever fails; then raise the first error."""
+    def _publish(self) -> None:
+        """Copy the run's closed databases from its stage into the repo, seqs first: a meta database
+        (what makes Aim list a run) is published only beside its seqs; a seqs published alone is removed."""
+        aim_staging.publish(self._built_at('seqs'), self._path('seqs'))
+        try:
+            aim_staging.publish(self._built_at('meta'), self._path('meta'))
+        except BaseException:
+            aim_staging.unpublish(self._path('seqs'))
+            raise
+
+    def _remove_stage(self) -> None:
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage = None
+
+    def _release(self, publish: bool = False) -> None:
+        """Close the containers, publish a staged run if asked and they closed, and release the run lock,
+        whatever fails (the stage is removed); then raise the first error."""
         containers, self._containers = self._containers, []
         try:
             error = disk_guard.close_containers(containers)
+            if error is not None and self.stage is not None and disk_guard.is_no_space(error):
+                error = aim_staging.staging_full(self.stage)
+            if publish and error is None and self.stage is not None:
+                self._publish()  # under the run lock: no other writer of this run publishes meanwhile
         finally:
-            self._lock.release()
+            try:
+                if publish:
+                    self._remove_stage()
+            finally:
+                self._lock.release()
         if error is not None:
             raise error
 

@@ -25,7 +25,8 @@ with the MANIFEST's, close 7.7 -> 5.2, then write 3.0 -> 2.4 and close 5.2 -> 3.
 ``AimRunWriter.write`` 31.3 -> 18.2. What is left is RocksDB's own (writing and re-reading the OPTIONS
 file, the MANIFEST, 16 thread starts a database, the flush) and not reachable through aimrocks' options
 (it has no ``allow_fallocate``, ``info_log_level`` or shared ``Env``). On ext4 neither option showed a gain
-above the noise: there fallocate is cheap, and creating the database's files and their fsyncs dominate.
+above the noise: there fallocate is cheap, and creating the database's files and their fsyncs dominate;
+``connectors.aim_staging`` takes those off the disk (a new run is built on tmpfs and published whole).
 """
 from __future__ import annotations
 

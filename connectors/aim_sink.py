@@ -23,10 +23,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from aim.sdk.run import BasicRun
 
+from connectors import aim_staging, disk_guard
 from connectors.aim_index import IndexBusy, RunProps, index_runs
 from connectors.aim_local_run import LocalRun
 from connectors.aim_objects import OBJECT_CONVERTERS
@@ -42,6 +43,8 @@ __all__ = ['AimRunWriter', 'WrittenRun', 'materialize', 'run_hash_for', 'open_re
            'index_runs', 'IndexBusy', 'OBJECT_CONVERTERS']
 
 logger = logging.getLogger(__name__)
+
+AUTO = object()  # AimRunWriter's staging: chosen by connectors.aim_staging.staging_root
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +69,20 @@ class AimRunWriter:
     RocksDB database is mostly waiting for the disk (a dozen fsyncs per database, two databases a run):
     measured with two workers on two cores, a run's write took 116-123 ms opened in line and 87-94 ms
     opened ahead, for the same CPU time. The open releases the GIL, so it overlaps the previous run's
-    write and the next run's decoding."""
+    write and the next run's decoding. A run new to the repo is built in ``staging`` (a tmpfs, by default
+    ``connectors.aim_staging.staging_root()``; None: in the repo) and published into the repo at its
+    close, whole: no file is created or synced on the repo's disk while it is written."""
 
-    def __init__(self, repo: str):
+    def __init__(self, repo: str, staging: Union[str, None, object] = AUTO):
         self.repo_uri = repo
         self.repo = open_repo(repo, create=False)  # created by the launcher; init here would race
         # storage path or Aim's API (connectors.aim_version: its warning is logged here, once a process)
         self.through_api = write_path().through_api
+        # where new runs are built before they are published into a local repo (connectors.aim_staging):
+        # by default a tmpfs with room (RUNFERRY_AIM_STAGING chooses), None for in the repo
+        self.staging: Optional[str] = aim_staging.staging_root() if staging is AUTO else staging
+        if self.staging is not None:
+            aim_staging.remove_stale_stages(self.staging)
         self._opening: Dict[str, concurrent.futures.Future] = {}
         self._opener: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
@@ -84,7 +94,7 @@ class AimRunWriter:
         if run_hash not in self._opening:
             if self._opener is None:
                 self._opener = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='runferry-open')
-            self._opening[run_hash] = self._opener.submit(LocalRun, self.repo, run_hash)
+            self._opening[run_hash] = self._opener.submit(LocalRun, self.repo, run_hash, self.staging)
 
     def discard_prepared(self) -> None:
         """Close the runs prepared and never written; what their opening created is removed."""
@@ -117,12 +127,42 @@ class AimRunWriter:
         return self._write_local(run_hash, data, on_skip)
 
     def _write_local(self, run_hash: str, data: RunData, on_skip: Callable[[Skip], None]) -> Optional[WrittenRun]:
-        """The storage path into a local repo: the run's containers (opened ahead by ``prepare``, or
-        now) written chunk by chunk as RocksDB write batches."""
+        """The storage path into a local repo (``_write_local_once``). A run that outgrew the staging
+        directory (``aim_staging.StagingFull``) turns staging off for this writer's later runs, and is
+        written again in the repo when it is held whole (its dead letters are passed on once, from the
+        attempt that wrote it); a streamed run is not read twice: it fails, and a re-run writes it."""
+        if data.stream is not None:
+            try:
+                return self._write_local_once(run_hash, data, on_skip)
+            except aim_staging.StagingFull as full:
+                self._stop_staging(full)
+                raise
+        held: List[Skip] = []
+        try:
+            written = self._write_local_once(run_hash, data, held.append)
+        except aim_staging.StagingFull as full:
+            self._stop_staging(full)
+            return self._write_local_once(run_hash, data, on_skip)
+        except BaseException:
+            for skip in held:  # met before the failure, as when they are passed on at once
+                on_skip(skip)
+            raise
+        for skip in held:
+            on_skip(skip)
+        return written
+
+    def _stop_staging(self, full: Exception) -> None:
+        logger.warning('%s: writing the next runs in the repo', full)
+        self.staging = None
+
+    def _write_local_once(self, run_hash: str, data: RunData, on_skip: Callable[[Skip], None]
+                          ) -> Optional[WrittenRun]:
+        """The run's containers (opened ahead by ``prepare``, or now) written chunk by chunk as RocksDB
+        write batches."""
         spec = data.spec
         opening = self._opening.pop(run_hash, None)
         # an open that failed raises here, and the write's retry opens the run in line
-        run = opening.result() if opening is not None else LocalRun(self.repo, run_hash)
+        run = opening.result() if opening is not None else LocalRun(self.repo, run_hash, self.staging)
         sequences = RunSequences(run, data.origin, on_skip)
         try:
             for item in data.items():
@@ -136,8 +176,17 @@ class AimRunWriter:
             for key, value in spec.attributes.items():
                 run[key] = value
             written = sequences.finish()
-        except BaseException:
-            run.close(end_time=_end_time(spec, sequences))
+        except BaseException as error:
+            if run.stage is None:  # written in the repo: closed as far as it got (a re-run rewrites it)
+                run.close(end_time=_end_time(spec, sequences))
+                raise
+            staged = run.stage
+            try:
+                run.discard()  # built in its stage: nothing of it reaches the repo
+            except Exception as closing:
+                logger.warning('closing the failed run %s: %s', run_hash, closing)
+            if disk_guard.is_no_space(error):  # the stage filled, not the repo
+                raise aim_staging.staging_full(staged) from None
             raise
         end_time = _end_time(spec, sequences)
         run.close(end_time=end_time)

@@ -83,7 +83,9 @@ def error_lines(stderr):
 @pytest.mark.slow
 def test_a_full_disk_ends_the_conversion_with_one_line_and_a_rerun_with_space_completes_it(tmp_path):
     logdir = tmp_path / 'logs'
-    written = write_logdir(str(logdir), runs=12, steps=200)
+    # 12 x 2 x 1,500 points: a run's databases are published without RocksDB's LOG and preallocated
+    # MANIFEST (connectors.aim_staging), so 12 x 2 x 200 points no longer filled the 3 MB
+    written = write_logdir(str(logdir), runs=12, steps=1500)
     repo_copy = tmp_path / 'with-space'
     with tmpfs(tmp_path / 'tiny', '3m') as tiny:
         repo = tiny / 'repo'
