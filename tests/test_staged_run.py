@@ -128,3 +128,14 @@ def test_staging_is_chosen_by_the_environment():
     assert aim_staging.staging_root({aim_staging.STAGING_ENV: 'off'}) is None
     with pytest.raises(ValueError, match='RUNFERRY_AIM_STAGING=/no/such/dir'):
         aim_staging.staging_root({aim_staging.STAGING_ENV: '/no/such/dir'})
+
+
+def test_a_bad_staging_directory_stops_the_command_before_any_work(tmp_path, monkeypatch):
+    """Found by the destination's start check (exit 2, one line), not by the writer in a worker."""
+    from pipelines.common import UsageError
+    from pipelines.destinations.aim import AimDestination
+
+    monkeypatch.setenv(aim_staging.STAGING_ENV, str(tmp_path / 'missing'))
+    with pytest.raises(UsageError, match='RUNFERRY_AIM_STAGING=.*missing: not a writable directory'):
+        AimDestination(str(tmp_path / 'repo')).check()
+    assert not os.path.exists(tmp_path / 'repo')

@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from connectors import redact
 from connectors.aim_bucket import BucketError, check_protocol, is_bucket_url
+from connectors.aim_staging import staging_root
 from connectors.aim_version import check_setting
 from connectors.redact import mask_text, mask_uri
 from pipelines.common import UsageError, parse_json_flag
@@ -65,8 +66,9 @@ class AimDestination(Destination):
         return cls(args.repo, options)
 
     def check(self, early: Any = None) -> None:
-        try:  # RUNFERRY_AIM_WRITE_PATH (connectors.aim_version): a bad value stops here, not in a worker
-            check_setting()
+        try:  # RUNFERRY_AIM_WRITE_PATH (connectors.aim_version) and RUNFERRY_AIM_STAGING
+            check_setting()  # (connectors.aim_staging): a bad value stops here, not in a worker
+            staging_root()
         except ValueError as error:
             raise UsageError(str(error)) from None
         if self.on_bucket:
