@@ -23,12 +23,13 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterable, Iterator, Mapping, Tuple
+from typing import Dict, Iterable, Iterator, Tuple
 
 from connectors.aim_bucket import AIM_DIR, RUNFERRY_DIR, BucketRepo
-from connectors.aim_bucket_records import hash_of_record, read_props, read_records
+from connectors.aim_bucket_records import hash_of_record, read_props
 from connectors.aim_bucket_runs import RECORDS_DIR, local_only, make_scratch_repo
 from connectors.aim_index import index_runs
+from connectors.aim_kept_records import RecordFiles
 
 __all__ = ['create_bucket_repo', 'index_bucket_runs', 'INDEXED', 'SQLITE']
 
@@ -73,24 +74,6 @@ def read_indexed(bucket: BucketRepo) -> Dict[str, str]:
     return json.loads(bucket.read_bytes(*INDEXED))
 
 
-class _RecordFiles(Mapping):
-    """{run hash: its meta records}, read from the downloaded index-records files one run at a time."""
-
-    def __init__(self, paths: Dict[str, str]):
-        self._paths = paths
-
-    def __getitem__(self, run_hash: str):
-        with open(self._paths[run_hash], 'rb') as source:
-            _, records = read_records(source)
-        return records
-
-    def __iter__(self):
-        return iter(self._paths)
-
-    def __len__(self):
-        return len(self._paths)
-
-
 def index_bucket_runs(bucket: BucketRepo, records: Iterable[str]) -> int:
     """Index the runs whose markers are ``records`` (names of their index-records files) and are not
     indexed yet (see the module); the number indexed now."""
@@ -110,7 +93,7 @@ def index_bucket_runs(bucket: BucketRepo, records: Iterable[str]) -> int:
         for path in paths.values():
             with open(path, 'rb') as source:
                 props.append(read_props(source))
-        index_runs(root, sorted(paths), props, _RecordFiles(paths))
+        index_runs(root, sorted(paths), props, RecordFiles(paths))
         _close_repo(root)
         bucket.put_file(os.path.join(root, *SQLITE), *SQLITE)
         _upload_index(bucket, os.path.join(root, *INDEX_DIR), remote_index)

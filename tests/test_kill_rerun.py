@@ -45,6 +45,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     subprocess.run(convert_cmd(logdir, killed), cwd=ROOT, check=True, capture_output=True)
 
     assert read_metrics(str(killed)) == read_metrics(str(reference))
+    for repo in (killed, reference):  # the runs' kept index records are gone once they are indexed
+        kept = repo / '.aim' / 'runferry-index-records'
+        assert not kept.exists() or os.listdir(kept) == [], os.listdir(kept)
     runs, expected_runs = read_runs(str(killed)), read_runs(str(reference))
     assert sorted(runs) == sorted(expected_runs) and len(runs) == 24
     for name, run in expected_runs.items():

@@ -138,10 +138,18 @@ class WriteRunsFn(CountedDoFn):
         yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'contexts': result.contexts,
                **self._index_inputs(result)}
 
-    @staticmethod
-    def _index_inputs(result) -> Dict[str, Any]:
-        """What the index step needs of a run written (``IndexRunsFn``): its SQLite props and meta records."""
-        return {'props': result.props, 'meta_records': result.meta_records}
+    def _index_inputs(self, result) -> Dict[str, Any]:
+        """What the index step needs of a run written (``IndexRunsFn``): its SQLite props and meta records,
+        the records kept in a file beside a local repo (``connectors.aim_kept_records``): only the file's
+        path travels, so that the index step's input does not grow with the runs' records."""
+        inputs = {'props': result.props, 'meta_records': result.meta_records}
+        if result.meta_records is not None and result.props is not None and '://' not in self.repo:
+            from connectors.aim_kept_records import keep_records
+            try:
+                inputs = {'props': result.props, 'kept': keep_records(self.repo, result.props, result.meta_records)}
+            except OSError:  # a full disk: the records travel in memory, as they did
+                pass
+        return inputs
 
     @staticmethod
     def _points(data: RunData) -> int:
@@ -183,13 +191,17 @@ class IndexRunsFn(CountedDoFn):
         self.runs_index_deferred = Metrics.counter(NAMESPACE, 'runs_index_deferred')
 
     def process(self, results: List[Dict[str, Any]]):
+        from connectors.aim_kept_records import RecordFiles, discard
         from connectors.aim_sink import IndexBusy, index_runs
 
+        kept = {r['hash']: r['kept'] for r in results if r.get('kept')}
+        in_memory = {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None}
         try:
             indexed = index_runs(self.repo, [r['hash'] for r in results],
                                  [r['props'] for r in results if r['props'] is not None],
-                                 {r['hash']: r['meta_records'] for r in results if r.get('meta_records') is not None})
+                                 {**RecordFiles(kept), **in_memory} if in_memory else RecordFiles(kept))
         except IndexBusy as busy:  # the runs are written and listed by who holds the index: one report line
+            discard(kept.values())
             self.runs_index_deferred.inc(busy.runs)
             yield 0
             return
@@ -203,6 +215,7 @@ class IndexRunsFn(CountedDoFn):
                                                  f'run written but not indexed (a re-run indexes it): '
                                                  f'{type(full).__name__}: {full}', 'run', count=0))
             return
+        discard(kept.values())
         yield indexed
 
 
