@@ -1,4 +1,4 @@
-"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,050+ runs and a
+"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,001+ runs and a
 50,000-point history, a real ``mlflow server``, a file store), read back through the Aim SDK."""
 from __future__ import annotations
 
@@ -138,12 +138,12 @@ def convert(*args, tmp_path):
     return mlflow_to_aim.run(argv)
 
 
-# ------------------------------------------------- SQLite: a 50,000-point history (1,050 runs: test_mlflow_scale)
+# ------------------------------------------------- SQLite: a 50,000-point history (1,001 runs: test_mlflow_scale)
 
 @pytest.fixture(scope='module')
 def big_store():
     """Experiment 'detail' with a rich run and a 50,000-point history, and 'other'; real MLflow client
-    calls into a SQLite store. (The 1,050-run experiment is tests/test_mlflow_scale.py's.)"""
+    calls into a SQLite store. (The 1,001-run experiment is tests/test_mlflow_scale.py's.)"""
     from mlflow import MlflowClient
 
     with scratch_dir() as root:
