@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import aimrocks
 
@@ -33,21 +33,23 @@ class RunProps:
     """A run's row in Aim's SQLite store, written later, with every other run's, by ``index_runs``."""
     hash: str
     name: str
-    experiment: str
+    experiment: Optional[str]  # None only for a row merged from a repo that holds none (pipelines.merge_aim)
     description: Optional[str] = None
     tags: Tuple[str, ...] = ()
     created_at: Optional[float] = None
     finalized_at: Optional[float] = None
+    archived: Optional[bool] = None  # None: left as it is (a new row: not archived, Aim's default)
 
 
 def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = (),
-               meta_records: Optional[Dict[str, bytes]] = None) -> int:
+               meta_records: Optional[Mapping[str, Union[bytes, Iterable[Tuple[bytes, Any]]]]] = None) -> int:
     """Make written runs visible to ``Repo.iter_runs``/queries at once (what ``aim storage reindex``
     does), after writing their deferred SQLite ``props`` in one transaction. Call once, from one
     process: both the index and SQLite are single-writer stores. On ``aim://`` the same calls run in
     the server (``aim server`` keeps no index manager, so remote runs would stay unlisted).
 
-    A run whose ``meta_records`` (``WrittenRun.meta_records``) are given is indexed from them, in write
+    A run whose ``meta_records`` (``WrittenRun.meta_records``, or its records as read from a bucket repo's
+    index-records file, ``connectors.aim_bucket_index``) are given is indexed from them, in write
     batches of ``_INDEX_BATCH_RUNS`` runs; any other run's meta container is opened and read, as Aim does
     (by Aim's own ``finalize`` for runs written through Aim's SDK).
 
@@ -84,7 +86,8 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
             for run_hash in indexed[start:start + _INDEX_BATCH_RUNS]:
                 prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
                 index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
-                for key, value in unpack_records(meta_records[run_hash]):
+                records = meta_records[run_hash]  # packed bytes, or (key, value) records read from a file
+                for key, value in (unpack_records(records) if isinstance(records, bytes) else records):
                     index_container.set(key, value, store_batch=batch)
             index_container.commit(batch)
     return len(hashes)
@@ -190,7 +193,8 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
     session.autocommit = False
     try:
         runs = _rows_by(session, Run, Run.hash, [p.hash for p in props], selectinload(Run.tags))
-        experiments = _rows_by(session, Experiment, Experiment.name, sorted({p.experiment for p in props}))
+        experiments = _rows_by(session, Experiment, Experiment.name,
+                               sorted({p.experiment for p in props if p.experiment is not None}))
         tags = _rows_by(session, Tag, Tag.name, sorted({t for p in props for t in p.tags}))
         for p in props:
             row = runs.get(p.hash)
@@ -198,11 +202,14 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
                 row = runs[p.hash] = Run(p.hash, created_at=utc_datetime(p.created_at))
                 session.add(row)
             row.name = p.name
-            if p.experiment not in experiments:
-                experiments[p.experiment] = Experiment(p.experiment)
-            row.experiment = experiments[p.experiment]
+            if p.experiment is not None:  # (a row merged from a repo whose run has none keeps none)
+                if p.experiment not in experiments:
+                    experiments[p.experiment] = Experiment(p.experiment)
+                row.experiment = experiments[p.experiment]
             if p.description is not None:
                 row.description = p.description
+            if p.archived is not None:
+                row.is_archived = p.archived
             row.finalized_at = utc_datetime(p.finalized_at) or datetime.datetime.utcnow()
             # the run's tags become the source's: a tag since removed (or whose value changed) goes
             row.tags[:] = [tag for tag in row.tags if tag.name in p.tags]

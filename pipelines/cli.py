@@ -2,8 +2,8 @@
 
 ``pipelines.convert`` makes a command's parser with ``new_parser``, adds its source's and its
 destination's flags (``pipelines.seam``), then the shared ones with ``add_shared_flags`` (``--dry-run``,
-``--skipped``, ``--strict``, ``--report``), and parses with ``parse_command``. What its parser does not
-take goes to Beam, but only if Beam knows it: a flag that is neither the program's nor a Beam/runner
+``--skipped``, ``--strict``, ``--report``, ``--wait-for-job``), and parses with ``parse_command``. What its
+parser does not take goes to Beam, but only if Beam knows it: a flag that is neither the program's nor a Beam/runner
 option (``--dryrun``, ``--falt``) would be dropped by Beam with a warning ("Discarding unparseable
 args") and the conversion would run without it, so it is refused here, with a "did you mean" line,
 before any work. Beam's options are the ones Beam itself parses: every option registered by a direct
@@ -34,8 +34,10 @@ LOGGERS = ('flex_template', 'runferry.retry', 'connectors.aim_sink')
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An entry point's parser: ``python -m pipelines.PROG``, described by its module docstring's first line."""
+    # allow_abbrev=False: argparse would take ``--stric`` for ``--strict`` and ``--rep`` for ``--repo``; a
+    # prefix is a typo to name, as any other unknown flag is (``check_pipeline_args``)
     return argparse.ArgumentParser(prog=f'python -m pipelines.{prog}', description=doc.split('\n')[0],
-                                   epilog='Any other flag must be a Beam option (--runner, --direct_num_workers, '
+                                   allow_abbrev=False, epilog='Any other flag must be a Beam option (--runner, --direct_num_workers, '
                                           "Dataflow's --project, ...); it goes to Beam.")
 
 
@@ -45,7 +47,11 @@ def add_shared_flags(parser: argparse.ArgumentParser, dry_run_help: str) -> None
     parser.add_argument('--skipped', help='dead-letter JSON-lines file (default: beside a local destination, else in '
                                           'the working directory)')
     parser.add_argument('--strict', action='store_true', help='exit 1 if anything was skipped')
-    parser.add_argument('--report', help='also write the final report as JSON to this path')
+    parser.add_argument('--report', help='also write the final report as JSON to this path or URL (gs://, s3://); '
+                                         'the job writes it itself, as its last step')
+    parser.add_argument('--wait-for-job', '--wait_for_job', dest='wait_for_job', action='store_true',
+                        help='on a runner other than the DirectRunner (Dataflow), wait for the job to end and print '
+                             'the report (default: return once the job is submitted)')
 
 
 def parse_command(parser: argparse.ArgumentParser, argv: Optional[List[str]]

@@ -21,7 +21,7 @@ from transforms.counters import NAMESPACE
 
 __all__ = ['UsageError', 'fail_usage', 'pipeline_options', 'WriteSkipped', 'read_counters', 'parse_json_flag',
            'watch_progress', 'finish', 'SKIP_COUNTERS', 'FAILED_RUN_COUNTERS', 'exit_program', 'run_to_end',
-           'failure_line', 'first_run_failure', 'masked_letter']
+           'failure_line', 'first_run_failure', 'masked_letter', 'waits_for_job', 'submit']
 
 # Counters that, when not zero, mean something read was not written.
 SKIP_COUNTERS = ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped', 'runs_failed',
@@ -98,7 +98,8 @@ def masked_letter(skip: Skip, secrets: Iterable[str] = ()) -> str:
 
 
 class WriteSkipped(beam.DoFn):
-    """All dead letters (one list) → one JSON-lines file, sorted so the same input gives the same file.
+    """All dead letters (one list) → one JSON-lines file, sorted so the same input gives the same file;
+    outputs the file's lines (one list: what the job's report groups by reason, once the file is written).
     ``secrets``: the literal secrets the launcher knows, masked here too (a worker does not know them)."""
 
     def __init__(self, path: str, secrets: Iterable[str] = ()):
@@ -112,7 +113,7 @@ class WriteSkipped(beam.DoFn):
         with fsspec.open(self.path, 'w') as out:
             for line in lines:
                 out.write(line + '\n')
-        yield len(lines)
+        yield lines
 
 
 def read_counters(result) -> Dict[str, int]:
@@ -129,6 +130,24 @@ def read_counters(result) -> Dict[str, int]:
             value = counter.attempted
         counters[name] = counters.get(name, 0) + (value or 0)
     return counters
+
+
+def waits_for_job(pipeline_args: List[str], wait: bool = False) -> bool:
+    """Whether the launcher waits for the job to end: where it runs here (the DirectRunner), or with
+    ``--wait-for-job``. On another runner (Dataflow) it returns once the job is submitted, as a Flex Template
+    launch must; the job writes its own report and dead letters (``pipelines.job_report``)."""
+    return wait or _is_direct_runner(pipeline_args)
+
+
+def submit(p: beam.Pipeline, prog: str):
+    """Submit the pipeline to its runner and return its result without waiting for the job; a
+    submission that fails is one line on stderr and ``SystemExit(1)``."""
+    try:
+        with _quiet_runner_errors():
+            return p.run()
+    except Exception as error:
+        print(f'{prog}: error: the job could not be submitted: {failure_line(error)}', file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _is_direct_runner(pipeline_args: List[str]) -> bool:
@@ -156,20 +175,13 @@ def watch_progress(pipeline_args: List[str], files_total: int, runs_total: int):
 
 def finish(counters: Dict[str, int], elapsed: float, args, prog: str = 'runferry', destination=None) -> int:
     """Print the report, ending with the destination's own lines (a ``pipelines.seam.Destination``'s
-    ``report_lines``), and write it as JSON with ``--report`` (with the destination's
-    ``report_fields``); return the exit status: 1 when a run was not written (with one line on stderr:
-    how many, and the first one's reason), or, under ``--strict``, when anything was skipped; else 0."""
+    ``report_lines``); return the exit status: 1 when a run was not written (with one line on stderr:
+    how many, and the first one's reason), or, under ``--strict``, when anything was skipped; else 0.
+    (The ``--report`` JSON is written by the job itself: ``pipelines.job_report``.)"""
     from pipelines.report import print_report
 
     closing = destination.report_lines(counters) if destination is not None else []
     print_report(counters, elapsed=elapsed, skipped_path=args.skipped, closing_lines=closing)
-    if getattr(args, 'report', None):
-        import fsspec
-
-        fields = destination.report_fields() if destination is not None else {}
-        with fsspec.open(args.report, 'w') as out:
-            json.dump({**fields, 'counters': counters, 'elapsed_seconds': round(elapsed, 3),
-                       'skipped_path': mask_text(args.skipped)}, out, indent=2, sort_keys=True)
     failed_runs = sum(counters.get(name, 0) for name in FAILED_RUN_COUNTERS)
     if failed_runs:
         how = ', '.join(f'{counters[name]:,} {_FAILED_RUN_WORDS[name]}' for name in FAILED_RUN_COUNTERS

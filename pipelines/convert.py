@@ -6,8 +6,11 @@ source's plan), or build and run the pipeline::
 
     PBegin ─Read─▶ runs ─Write─▶ written          (Source.read, Destination.write)
       read's and write's dead letters ─CollectSkipped─▶ one JSON-lines file (WriteSkipped)
+      read's and write's counts, the dead letters ─ReportJob─▶ --report JSON, the job log (pipelines.job_report)
 
-then read the counters, print the report and return the exit status.
+On a runner that runs the job here (DirectRunner), or with ``--wait-for-job``, it then waits, reads the
+counters, prints the report and returns the exit status. On another runner (Dataflow) it returns once
+the job is submitted, with a line saying where the job will write its report and dead letters.
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from typing import Any, List, Optional, Type
 
 import apache_beam as beam
 
-from connectors.redact import remembered
+from connectors.redact import mask_text, remembered
 from pipelines.cli import add_shared_flags, new_parser, parse_command, start
 from pipelines.common import (UsageError, WriteSkipped, fail_usage, finish, pipeline_options, read_counters,
-                              run_to_end, watch_progress)
+                              run_to_end, submit, waits_for_job, watch_progress)
+from pipelines.job_report import ReportJob, WriteReport
 from pipelines.seam import Destination, Source
+from transforms.counters import COUNTS
 
 __all__ = ['convert', 'make_parser', 'parse', 'Command', 'build']
 
@@ -60,14 +65,21 @@ def parse(parser: argparse.ArgumentParser, source_cls: Type[Source], destination
     return Command(args, pipeline_args, source, destination)
 
 
-def build(p: beam.Pipeline, command: Command, progress=None) -> None:
-    """Read → write, and every dead letter of both into the one file ``--skipped`` names."""
+def build(p: beam.Pipeline, command: Command, progress=None, started: Optional[float] = None) -> None:
+    """Read → write, every dead letter of both into the one file ``--skipped`` names, and the report of
+    both (their ``counts``: ``transforms.counted``) written by the job (``--report``, the job log).
+    ``started``: when the conversion started (epoch seconds), for the report's elapsed time."""
+    args = command.args
     read = p | 'Read' >> command.source.read(progress)
     written = read['runs'] | 'Write' >> command.destination.write(progress)
-    ((read['skipped'], written['skipped'])
-     | 'FlattenSkipped' >> beam.Flatten()
-     | 'CollectSkipped' >> beam.combiners.ToList()
-     | 'WriteSkipped' >> beam.ParDo(WriteSkipped(command.args.skipped, remembered())))
+    letters = ((read['skipped'], written['skipped'])
+               | 'FlattenSkipped' >> beam.Flatten()
+               | 'CollectSkipped' >> beam.combiners.ToList()
+               | 'WriteSkipped' >> beam.ParDo(WriteSkipped(args.skipped, remembered())))
+    counts = [part[COUNTS] for part in (read, written) if COUNTS in part]
+    report = WriteReport(args.report, args.skipped, command.destination, command.source.counters(),
+                         time.time() if started is None else started, remembered())
+    tuple(counts or [p | 'NothingCounted' >> beam.Create([])]) | 'Report' >> ReportJob(report, letters)
 
 
 def convert(prog: str, doc: str, source_cls: Type[Source], destination_cls: Type[Destination],
@@ -90,11 +102,13 @@ def convert(prog: str, doc: str, source_cls: Type[Source], destination_cls: Type
     if args.dry_run:
         source.print_plan(destination)
         return 0
+    if not waits_for_job(command.pipeline_args, args.wait_for_job):
+        return _submit_only(command, prog)
     with watch_progress(command.pipeline_args, files_total=source.files_total,
                         runs_total=source.runs_total) as progress:
         started = time.time()
         p = beam.Pipeline(options=pipeline_options(command.pipeline_args, runs=source.runs_total))
-        build(p, command, progress)
+        build(p, command, progress, started)
         result = run_to_end(p, prog)
     counters = read_counters(result)
     counters.update(source.counters())
@@ -105,3 +119,20 @@ def convert(prog: str, doc: str, source_cls: Type[Source], destination_cls: Type
             print(f'{prog}: {line}', file=sys.stderr)
             return 1
     return status
+
+
+def _submit_only(command: Command, prog: str) -> int:
+    """Submit the job and return 0 without waiting for it (a Flex Template launch, Dataflow): one line
+    says which job, and where it will write its report and its dead letters."""
+    started = time.time()
+    p = beam.Pipeline(options=pipeline_options(command.pipeline_args, runs=command.source.runs_total))
+    build(p, command, started=started)
+    result = submit(p, prog)
+    job_id = getattr(result, 'job_id', None)
+    job_id = job_id() if callable(job_id) else job_id
+    job = f'job {job_id}' if job_id else 'the job'
+    report = (f'its report to {command.args.report} and to the job log' if command.args.report else
+              'its report to the job log (--report also writes it as JSON)')
+    print(mask_text(f'{prog}: {job} submitted, not waited for (--wait-for-job waits); it writes {report}, and its '
+                    f'dead letters to {command.args.skipped}'))
+    return 0

@@ -30,11 +30,12 @@ import collections
 import json
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from connectors.redact import mask_text
 
-__all__ = ['print_report', 'print_tree', 'Tree', 'plural', 'skipped_by_reason', 'reason_label', 'points_by_kind',
+__all__ = ['print_report', 'print_tree', 'Tree', 'plural', 'skipped_by_reason', 'group_reasons', 'reason_label',
+           'points_by_kind',
            'NOT_CONVERTED', 'LABEL_WIDTH', 'VALUE_WIDTH']
 
 LABEL_WIDTH = 15
@@ -104,18 +105,24 @@ def skipped_by_reason(path: Optional[str]) -> Optional[List[Tuple[str, str, int,
         return None
     import fsspec
 
-    groups: Dict[Tuple[str, str], List[int]] = collections.defaultdict(lambda: [0, 0])
     try:
         with fsspec.open(path, 'r') as lines:
-            for line in lines:
-                if not line.strip():
-                    continue
-                letter = json.loads(line)
-                group = groups[(reason_label(letter.get('reason', '')), letter.get('kind', ''))]
-                group[0] += 1
-                group[1] += int(letter.get('count', 1))
+            return group_reasons(lines)
     except (OSError, ValueError):
         return None
+
+
+def group_reasons(lines: Iterable[str]) -> List[Tuple[str, str, int, int]]:
+    """Dead letters (JSON lines, as the dead-letter file holds them) grouped: ``[(reason label, kind,
+    items, count)]``, most items first."""
+    groups: Dict[Tuple[str, str], List[int]] = collections.defaultdict(lambda: [0, 0])
+    for line in lines:
+        if not line.strip():
+            continue
+        letter = json.loads(line)
+        group = groups[(reason_label(letter.get('reason', '')), letter.get('kind', ''))]
+        group[0] += 1
+        group[1] += int(letter.get('count', 1))
     return sorted(((label, kind, items, count) for (label, kind), (items, count) in groups.items()),
                   key=lambda g: (-g[3], g[0], g[1]))
 
@@ -187,9 +194,11 @@ def _count_row(label: str, value: str) -> str:
 
 
 def print_report(counters: Dict[str, int], elapsed: float, skipped_path: Optional[str], out=None,
-                 closing_lines: Sequence[str] = ()) -> None:
+                 closing_lines: Sequence[str] = (), reasons: Optional[List[Tuple[str, str, int, int]]] = None
+                 ) -> None:
     """The table a person reads at the end of a conversion (see the module's docstring), then
-    ``closing_lines``: the destination's own (``pipelines.seam.Destination.report_lines``)."""
+    ``closing_lines``: the destination's own (``pipelines.seam.Destination.report_lines``). The skipped
+    by reason are ``reasons`` (``group_reasons``) where given, else read from the file at ``skipped_path``."""
     out = out or sys.stdout
     v = VALUE_WIDTH
 
@@ -219,7 +228,8 @@ def print_report(counters: Dict[str, int], elapsed: float, skipped_path: Optiona
         for kind, read, written, skipped in kinds:
             say(_count_row('  ' + kind, f'{read:,}') + f'  {written:>{v},}  {skipped:>{v},}')
 
-    reasons = skipped_by_reason(skipped_path)
+    if reasons is None:
+        reasons = skipped_by_reason(skipped_path)
     if reasons:
         labels = [label if len(label) <= REASON_WIDTH else label[:REASON_WIDTH - 1] + '…'
                   for label, _, _, _ in reasons]

@@ -10,7 +10,9 @@ report. ``pipelines.convert.convert`` composes one of each; neither knows the ot
 
 Both count through Beam metrics in the namespace ``transforms.counters.NAMESPACE`` with the shared
 counter names (``runs_read``, ``runs_written``, ``points_read``, ``points_written:<kind>``,
-``runs_failed``, ``points_skipped``, ...), which the report reads.
+``runs_failed``, ``points_skipped``, ...), which the report reads; and both return what each of their
+counting steps counted as a third output, ``counts`` (``transforms.counted``), which the job's own report
+sums (``pipelines.job_report``). A plug whose steps count nothing may leave ``counts`` out.
 
 The order ``convert`` calls them in: ``add_flags`` (both, on one parser) → ``from_args`` (destination,
 then source) → ``plan`` → ``check`` (not in a dry run) → ``warn`` → ``print_plan`` (a dry run ends

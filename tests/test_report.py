@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -83,6 +84,37 @@ def run_printing(function, argv):
     with contextlib.redirect_stdout(stdout):
         status = function(argv)
     return status, stdout.getvalue(), time.time() - began
+
+
+@contextlib.contextmanager
+def job_log():
+    """What the job logs as its report (the ``runferry.report`` logger, at INFO as on Dataflow's workers)."""
+    logged, logger = io.StringIO(), logging.getLogger('runferry.report')
+    handler, level = logging.StreamHandler(logged), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logged
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def check_job_report(printed: str, logged: str, document: dict, repo: str):
+    """The report the job wrote itself (``--report`` JSON, and the table in its log) holds the numbers the
+    launcher printed from Beam's metrics; only the elapsed time (and so the throughput) differs."""
+    timeless = ('elapsed', 'throughput')
+    launcher, job = parse_report(printed), parse_report(logged)
+    assert {k: v for k, v in job.items() if k not in timeless} == \
+        {k: v for k, v in launcher.items() if k not in timeless}
+    rendered = io.StringIO()  # the JSON's numbers, as the launcher would print them
+    reasons = [(r['reason'], r['kind'], r['items'], r['count']) for r in document['skipped_by_reason']]
+    print_report(document['counters'], document['elapsed_seconds'], document['skipped_path'], out=rendered,
+                 reasons=reasons, closing_lines=AimDestination(repo).report_lines(document['counters']))
+    from_json = parse_report(rendered.getvalue())
+    assert {k: v for k, v in from_json.items() if k not in timeless} == \
+        {k: v for k, v in launcher.items() if k not in timeless}
+    assert 0 < document['elapsed_seconds'] <= launcher['elapsed'] + 0.05
 
 
 # ------------------------------------------------------------------------------------- print_report alone
@@ -307,16 +339,19 @@ def tf_report(known_logdir, tmp_path_factory):
 
     root = known_logdir[0]
     out = tmp_path_factory.mktemp('report-out')
-    repo, skipped = str(out / 'aim'), str(out / 'skipped.jsonl')
-    status, text, wall = run_printing(tf_to_aim.run, ['--logdir', root, '--repo', repo, '--skipped', skipped])
+    repo, skipped, report = str(out / 'aim'), str(out / 'skipped.jsonl'), str(out / 'report.json')
+    with job_log() as logged:
+        status, text, wall = run_printing(tf_to_aim.run, ['--logdir', root, '--repo', repo, '--skipped', skipped,
+                                                          '--report', report])
     assert status == 0
-    return parse_report(text), repo, skipped, wall
+    with open(report) as document:
+        return parse_report(text), repo, skipped, wall, (text, logged.getvalue(), json.load(document))
 
 
 @pytest.mark.slow
 def test_tf_report_counts_what_the_logdir_holds(known_logdir, tf_report):
     root, seed, plugins, cut = known_logdir
-    report, repo, skipped, wall = tf_report
+    report, repo, skipped, wall, _ = tf_report
     counts, kinds = report['counts'], dict(report['kinds'])
 
     # runs: the 3 of the guide's hierarchy, plugins, cut, twice (the empty file makes no run)
@@ -359,6 +394,17 @@ def test_tf_report_counts_what_the_logdir_holds(known_logdir, tf_report):
     rate = counts['points written'] / report['elapsed']
     assert abs(report['throughput'] - rate) <= 0.5 + rate * 0.05 / report['elapsed']  # elapsed is rounded
     assert report['aim_up'] == repo
+
+
+@pytest.mark.slow
+def test_tf_job_writes_the_report_the_launcher_prints(tf_report):
+    """Several counters are not zero (skipped files, records, points; ignored files; contexts): the job's
+    own report has every one of them, as the launcher printed them from Beam's metrics."""
+    printed, logged, document = tf_report[4]
+    counters = document['counters']
+    assert all(counters[name] for name in ('files_skipped', 'files_ignored', 'records_skipped', 'points_skipped',
+                                           'contexts_written', 'points_written:image', 'points_read:metric'))
+    check_job_report(printed, logged, document, tf_report[1])
 
 
 @pytest.mark.slow
@@ -438,9 +484,12 @@ def test_mlflow_report_counts_what_the_store_holds(known_store, tmp_path):
     from pipelines import mlflow_to_aim
 
     uri, client, _, expected = known_store
-    repo, skipped = str(tmp_path / 'aim'), str(tmp_path / 'skipped.jsonl')
-    status, text, wall = run_printing(mlflow_to_aim.run, ['--tracking-uri', uri, '--repo', repo, '--skipped', skipped])
+    repo, skipped, written = str(tmp_path / 'aim'), str(tmp_path / 'skipped.jsonl'), tmp_path / 'report.json'
+    with job_log() as logged:
+        status, text, wall = run_printing(mlflow_to_aim.run, ['--tracking-uri', uri, '--repo', repo, '--skipped',
+                                                              skipped, '--report', str(written)])
     assert status == 0
+    check_job_report(text, logged.getvalue(), json.loads(written.read_text()), repo)  # the read side's counts too
     report = parse_report(text)
     counts, kinds = report['counts'], dict(report['kinds'])
     runs = len(expected)

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,13 +58,14 @@ def params(template):
 LANDS = {
     'tf_to_aim': {
         'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
-        'repo': ('aim://10.128.0.5:53800', 'repo', 'aim://10.128.0.5:53800'),
+        'repo': ('gs://my-bucket/aim-repo', 'repo', 'gs://my-bucket/aim-repo'),
         'flat': ('true', 'flat', True),
         'layout': ('tensorboard', 'layout', 'tensorboard'),
         'experiment': ('resnet sweep', 'experiment', 'resnet sweep'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'tf_to_mlflow': {
         'logdir': ('gs://my-bucket/exp/resnet', 'logdir', 'gs://my-bucket/exp/resnet'),
@@ -75,6 +77,7 @@ LANDS = {
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'mlflow_to_aim': {
         'tracking_uri': ('https://mlflow.example.com', 'tracking_uri', 'https://mlflow.example.com'),
@@ -82,6 +85,8 @@ LANDS = {
         'experiment': ('17', 'experiment', None),  # None: accept '17' or ['17'] (append or single)
         'repo': ('/mnt/aim', 'repo', '/mnt/aim'),
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
+        'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
     'wandb_to_aim': {
         'wandb_dir': ('gs://my-bucket/cluster/wandb', 'wandb_dir', 'gs://my-bucket/cluster/wandb'),
@@ -90,6 +95,7 @@ LANDS = {
         'skipped': ('gs://my-bucket/skipped.jsonl', 'skipped', 'gs://my-bucket/skipped.jsonl'),
         'report': ('gs://my-bucket/report.json', 'report', 'gs://my-bucket/report.json'),
         'storage_options': ('{"anon": true}', 'storage_options', {'anon': True}),
+        'wait_for_job': ('true', 'wait_for_job', True),
     },
 }
 # The smallest template argv that satisfies each pipeline's required flags.
@@ -105,10 +111,11 @@ EXAMPLES = {
                 '/mnt/logs with space/x'],
                ['logs', './logs', '~/logs', 'gs://', 'gs:///x', 'gs://My_Bucket/x', 'http://host/logs',
                 'file:///x', '', '/a\nb', 'gs://b/x\n--flat']),
-    'repo': (['aim://127.0.0.1:53800', 'aim://aim-server.internal:43800', 'aim://10.0.0.5:53800/', '/mnt/aim',
-              '/mnt/filestore/aim repo'],
-             ['aim://host', 'aim://:53800', 'aim://host:port', 'aim://host:123456', 'aim', 'demo-aim',
-              'gs://bucket/aim', 'http://host:53800', '', '/a\nb']),
+    'repo': (['gs://my-bucket/aim-repo', 's3://ml-runs/aim/', 'aim://127.0.0.1:53800',
+              'aim://aim-server.internal:43800', 'aim://10.0.0.5:53800/', '/mnt/aim', '/mnt/filestore/aim repo'],
+             ['aim://host', 'aim://:53800', 'aim://host:port', 'aim://host:123456', 'aim', 'demo-aim', 'gs://',
+              'gs://My_Bucket/aim', 'http://host:53800', '', '/a\nb', 'gs://b/aim\n--flat']),
+    'wait_for_job': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
     'flat': (['true', 'false'], ['True', 'yes', '1', '', 'true ']),
     'include_deleted': (['true', 'false'], ['True', 'yes', '1', '', 'false ']),
     'layout': (['aim', 'flat', 'tensorboard'], ['Aim', 'nested', '', 'tensorboard ', 'aim\nflat']),
@@ -284,6 +291,13 @@ def test_requirements_are_pinned_like_constraints_and_up_to_date():
     assert pin_requirements.main(['--check']) == 0, 'run: python -m templates.pin_requirements'
 
 
+def test_every_dockerfile_is_the_one_text_with_its_template_name():
+    """A new template is a metadata.json and a launcher; its Dockerfile is generated, never edited."""
+    from templates import dockerfiles
+
+    assert dockerfiles.main(['--check']) == 0, 'run: python -m templates.dockerfiles'
+
+
 @pytest.mark.parametrize('template', TEMPLATE_NAMES)
 def test_dockerfile_copies_files_that_exist_and_points_the_launcher_at_them(template):
     dockerfile = open(os.path.join(TEMPLATES, template, 'Dockerfile')).read()
@@ -346,3 +360,63 @@ def test_launcher_in_process_flat_switch(tmp_path):
     runs = read_runs(str(repo))
     assert sorted(runs) == ['group_1/run_2/train', 'group_1/run_2/validate', 'group_1/run_3', 'run_1']
     assert {r['experiment'] for r in runs.values()} == {'logs'}  # empty experiment = the default
+
+
+def _ended(pid: int) -> bool:
+    """The process ``pid`` has exited (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_template_launch_returns_and_the_job_writes_its_report_and_dead_letters_to_the_bucket(
+        s3_server, s3fs_client, tmp_path):
+    """On a runner that is not the DirectRunner the launcher submits and returns: with a runner whose job
+    never ends as far as the launcher can tell (``tests.custom_runner.DetachedRunner``: the job runs in a
+    process of its own), it exits 0 with one line naming the job and where its report goes; the job
+    then writes the report and the dead letters to S3 itself."""
+    import uuid
+
+    root = tmp_path / 'logs'
+    seed = write_seed_logdir(str(root), steps=6, writer='tbx')  # its 2 unorganized files are dead letters
+    bucket = f'runferry-{uuid.uuid4().hex[:12]}'
+    s3fs_client.mkdir(bucket)
+    s3fs_client.put(str(root), f'{bucket}/logs', recursive=True)
+    repo, out = tmp_path / 'aim', f's3://{bucket}/out'
+    env = {**{k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}, **s3_server.env,
+           'RUNFERRY_DETACHED_LOG': str(tmp_path / 'job.log')}
+    launched = subprocess.run(
+        [sys.executable, os.path.join(TEMPLATES, 'tf_to_aim', 'launcher.py'), f'--logdir=s3://{bucket}/logs',
+         f'--repo={repo}', f'--skipped={out}/skipped.jsonl', f'--report={out}/report.json', '--wait_for_job=false',
+         '--runner=tests.custom_runner.DetachedRunner'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)  # waiting for the job: never ends
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    (line,) = [line for line in launched.stdout.splitlines() if 'submitted' in line]
+    job = int(re.search(r'^tf_to_aim: job (\d+) submitted, not waited for', line).group(1))
+    assert f'its report to {out}/report.json and to the job log, and its dead letters to {out}/skipped.jsonl' in line
+    assert 'runferry report' not in launched.stdout  # the launcher did not wait to print it
+
+    try:
+        for _ in range(600):  # the job, on 2 busy cores: up to 5 minutes
+            if _ended(job):
+                break
+            time.sleep(0.5)
+        assert _ended(job), 'the job did not end in 5 minutes'
+    finally:
+        if not _ended(job):
+            os.kill(job, 9)
+    job_log = (tmp_path / 'job.log').read_text()
+    report = json.loads(s3fs_client.cat(f'{bucket}/out/report.json'))
+    points = sum(len(v) for v in expected_metrics(seed).values())
+    assert report['counters']['runs_written'] == 3, job_log[-3000:]
+    assert report['counters']['points_written'] == points and report['counters']['files_ignored'] == 2
+    assert report['skipped_path'] == f'{out}/skipped.jsonl'
+    assert report['skipped_by_reason'] == [{'reason': 'unorganized event file', 'kind': 'file', 'items': 2,
+                                            'count': 2}]
+    letters = [json.loads(line) for line in s3fs_client.cat(f'{bucket}/out/skipped.jsonl').decode().splitlines()]
+    assert len(letters) == 2 and all(letter['reason'].startswith('unorganized event file')
+                                     and letter['source'].startswith(f's3://{bucket}/logs/') for letter in letters)
+    assert sorted(read_runs(str(repo))) == ['group_1/run_2', 'group_1/run_3', 'run_1']

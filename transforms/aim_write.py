@@ -3,6 +3,7 @@
     runs ─WriteRuns─▶ run results ─CollectRuns─▶ one list ─IndexRuns─▶ the repo's index updated
                          └─CountContexts─▶ the ``contexts_written`` counter
     dead letters of the writes and of the index ─▶ ``skipped``
+    each step's counts (``transforms.counted``) ─▶ ``counts``
 
 ``WriteRunsFn`` is the DoFn around ``connectors.aim_sink.AimRunWriter``; ``IndexRunsFn`` the final step
 (``connectors.aim_sink.index_runs``), once, after every run is written.
@@ -22,12 +23,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connectors.disk_guard import is_no_space, repo_full
 from connectors.retry import call_with_retry
 from runmodel import RunData, Skip
-from transforms.counters import NAMESPACE, SKIPPED
+from transforms.counted import CountedDoFn
+from transforms.counters import COUNTS, NAMESPACE, SKIPPED
 
 __all__ = ['WriteToAim', 'WriteRunsFn', 'IndexRunsFn', 'CountContextsFn', 'in_direct_runner_worker_process']
 
 
-class WriteRunsFn(beam.DoFn):
+class WriteRunsFn(CountedDoFn):
     """Runs → one result dict per run written; a run that fails is a dead letter, and so is whatever its
     source or its write could not keep."""
 
@@ -45,12 +47,17 @@ class WriteRunsFn(beam.DoFn):
         self._repo_full = None
 
     def setup(self):
-        from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
-
-        self._writer = AimRunWriter(self.repo)
+        self._writer = self._new_writer()
         self._held = None
 
+    def _new_writer(self):
+        """The run writer: ``prepare``, ``write`` and ``discard_prepared`` (a subclass writes elsewhere)."""
+        from connectors.aim_sink import AimRunWriter  # not at import: the launcher need not load Aim
+
+        return AimRunWriter(self.repo)
+
     def start_bundle(self):
+        super().start_bundle()
         self._held = None
 
     def process(self, element: Union[RunData, Tuple[RunData, List[Skip]]], window=beam.DoFn.WindowParam,
@@ -68,6 +75,7 @@ class WriteRunsFn(beam.DoFn):
         held, self._held = self._held, None
         if held is not None:
             yield from self._write_held(held)
+        yield from super().finish_bundle()  # after the last run: its stream's reading is counted too
 
     def _write_held(self, held):
         element, window, timestamp = held
@@ -127,8 +135,13 @@ class WriteRunsFn(beam.DoFn):
             Metrics.counter(NAMESPACE, f'points_written:{kind}').inc(count)
         if self.progress is not None:
             self.progress.record('runs', 1, sum(written.values()))
-        yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'props': result.props,
-               'meta_records': result.meta_records, 'contexts': result.contexts}
+        yield {'name': data.spec.name, 'hash': result.hash, 'points': written, 'contexts': result.contexts,
+               **self._index_inputs(result)}
+
+    @staticmethod
+    def _index_inputs(result) -> Dict[str, Any]:
+        """What the index step needs of a run written (``IndexRunsFn``): its SQLite props and meta records."""
+        return {'props': result.props, 'meta_records': result.meta_records}
 
     @staticmethod
     def _points(data: RunData) -> int:
@@ -157,7 +170,7 @@ def in_direct_runner_worker_process() -> bool:
     return isinstance(options, dict) and options.get('beam:option:direct_running_mode:v1') == 'multi_processing'
 
 
-class IndexRunsFn(beam.DoFn):
+class IndexRunsFn(CountedDoFn):
     """All run results (one list) → their SQLite props written and the repo index updated, once, from
     one worker. On a full disk the runs stay unindexed (invisible to Aim until a re-run indexes them):
     each is a dead letter, counted as ``runs_unindexed``; the pipeline goes on to write the report. When
@@ -193,7 +206,7 @@ class IndexRunsFn(beam.DoFn):
         yield indexed
 
 
-class CountContextsFn(beam.DoFn):
+class CountContextsFn(CountedDoFn):
     """Run results (``WriteRunsFn``'s output, each with its ``contexts``) → the ``contexts_written``
     counter that the report prints."""
 
@@ -207,8 +220,9 @@ class CountContextsFn(beam.DoFn):
 
 class WriteToAim(beam.PTransform):
     """Runs (``RunData``, or ``(RunData, dead letters)``) → written into the Aim repo ``repo`` and indexed.
-    Outputs ``written`` (one result dict per run written) and ``skipped`` (dead letters: runs that failed,
-    what a run's source or write could not keep, runs left unindexed)."""
+    Outputs ``written`` (one result dict per run written), ``skipped`` (dead letters: runs that failed,
+    what a run's source or write could not keep, runs left unindexed) and ``counts`` (what each step
+    counted, its reading of the runs' streams included)."""
 
     def __init__(self, repo: str, progress=None):
         super().__init__()
@@ -217,10 +231,11 @@ class WriteToAim(beam.PTransform):
 
     def expand(self, runs: beam.PCollection) -> Dict[str, beam.PCollection]:
         written = runs | 'WriteRuns' >> beam.ParDo(WriteRunsFn(self.repo, self.progress)).with_outputs(
-            SKIPPED, main='written')
-        written.written | 'CountContexts' >> beam.ParDo(CountContextsFn())
+            SKIPPED, COUNTS, main='written')
+        contexts = written.written | 'CountContexts' >> beam.ParDo(CountContextsFn()).with_outputs(COUNTS)
         indexed = (written.written
                    | 'CollectRuns' >> beam.combiners.ToList()
-                   | 'IndexRuns' >> beam.ParDo(IndexRunsFn(self.repo)).with_outputs(SKIPPED, main='indexed'))
+                   | 'IndexRuns' >> beam.ParDo(IndexRunsFn(self.repo)).with_outputs(SKIPPED, COUNTS, main='indexed'))
         skipped = (written[SKIPPED], indexed[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
-        return {'written': written.written, 'skipped': skipped}
+        counts = (written[COUNTS], contexts[COUNTS], indexed[COUNTS]) | 'FlattenCounts' >> beam.Flatten()
+        return {'written': written.written, 'skipped': skipped, 'counts': counts}

@@ -21,7 +21,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from connectors.mlflow_source import MlflowRunRecord, MlflowSource, SteppedImagePart, stepped_image_part
-from transforms.counters import NAMESPACE, SKIPPED
+from transforms.counted import CountedDoFn
+from transforms.counters import COUNTS, NAMESPACE, SKIPPED
 from transforms.sequence_names import hold_aim_names
 from runmodel import METRIC, RunData, RunSpec, Series, Skip, merge_series
 
@@ -343,7 +344,7 @@ def run_batches(run_ids: List[str], bulk: bool, most: int = BULK_RUNS, spread: i
     return [run_ids[i:i + size] for i in range(0, len(run_ids), size)]
 
 
-class FetchMlflowRunFn(beam.DoFn):
+class FetchMlflowRunFn(CountedDoFn):
     """A batch of run ids (``run_batches``) → (RunData, dead letters) per run; a run that cannot be read
     is itself a dead letter. The batch is read with ``MlflowSource.fetch_runs``: from a SQL store with one
     listing and one metrics query for all its runs, from other stores run by run."""
@@ -396,7 +397,7 @@ class FetchMlflowRunFn(beam.DoFn):
         yield data, skips
 
 
-class SplitDeadLettersFn(beam.DoFn):
+class SplitDeadLettersFn(CountedDoFn):
     """(RunData, dead letters) → the run, and each dead letter to the ``skipped`` output, its points
     counted as skipped (so that points read = written + skipped)."""
 
@@ -428,8 +429,9 @@ class ReadMlflow(beam.PTransform):
                                                reshuffle=False)
                    | 'SpreadRuns' >> beam.Reshuffle()
                    | 'FetchRuns' >> beam.ParDo(FetchMlflowRunFn(self.source, self.experiment_names))
-                   .with_outputs(SKIPPED, main='runs'))
-        split = fetched.runs | 'SplitDeadLetters' >> beam.ParDo(SplitDeadLettersFn()).with_outputs(SKIPPED,
+                   .with_outputs(SKIPPED, COUNTS, main='runs'))
+        split = fetched.runs | 'SplitDeadLetters' >> beam.ParDo(SplitDeadLettersFn()).with_outputs(SKIPPED, COUNTS,
                                                                                                    main='runs')
         skipped = (fetched[SKIPPED], split[SKIPPED]) | 'FlattenSkipped' >> beam.Flatten()
-        return {'runs': split.runs, 'skipped': skipped}
+        counts = (fetched[COUNTS], split[COUNTS]) | 'FlattenCounts' >> beam.Flatten()
+        return {'runs': split.runs, 'skipped': skipped, 'counts': counts}

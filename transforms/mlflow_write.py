@@ -17,7 +17,8 @@ from apache_beam.pvalue import TaggedOutput
 from connectors.retry import call_with_retry
 from connectors.redact import mask_uri
 from runmodel import RunData, Skip, read_whole
-from transforms.counters import NAMESPACE, SKIPPED
+from transforms.counted import CountedDoFn
+from transforms.counters import COUNTS, NAMESPACE, SKIPPED
 
 __all__ = ['WriteToMlflow', 'WriteMlflowRunsFn', 'read_whole_run']
 
@@ -25,7 +26,7 @@ __all__ = ['WriteToMlflow', 'WriteMlflowRunsFn', 'read_whole_run']
 read_whole_run = read_whole  # the name this module has exported
 
 
-class WriteMlflowRunsFn(beam.DoFn):
+class WriteMlflowRunsFn(CountedDoFn):
     """Runs → one result dict per run written; a run that fails is a dead letter (its points skipped), and
     so is whatever its source or MLflow could not keep."""
 
@@ -104,7 +105,8 @@ class WriteMlflowRunsFn(beam.DoFn):
 
 
 class WriteToMlflow(beam.PTransform):
-    """PCollection[RunData] → ``{'written': one result dict per run, 'skipped': dead letters}``."""
+    """PCollection[RunData] → ``{'written': one result dict per run, 'skipped': dead letters, 'counts': what
+    the write counted (``transforms.counted``)}``."""
 
     def __init__(self, tracking_uri: str, artifact_location: Optional[str] = None, progress=None):
         super().__init__()
@@ -115,5 +117,5 @@ class WriteToMlflow(beam.PTransform):
     def expand(self, runs: beam.PCollection) -> Dict[str, beam.PCollection]:
         written = runs | 'WriteMlflowRuns' >> beam.ParDo(
             WriteMlflowRunsFn(self.tracking_uri, self.artifact_location, self.progress)).with_outputs(
-            SKIPPED, main='written')
-        return {'written': written.written, 'skipped': written[SKIPPED]}
+            SKIPPED, COUNTS, main='written')
+        return {'written': written.written, 'skipped': written[SKIPPED], 'counts': written[COUNTS]}

@@ -45,7 +45,8 @@ from apache_beam.metrics import Metrics
 from connectors.event_files import EventFileSource
 from connectors.redact import mask_uri
 from connectors.wandb_file import Problem, iter_records
-from transforms.counters import NAMESPACE
+from transforms.counted import CountedDoFn
+from transforms.counters import COUNTS, NAMESPACE
 from transforms.sequence_names import hold_aim_names
 from transforms.tensorboard import ReadCounters
 from transforms.wandb_plan import WandbPlan, is_wandb_file, plan_wandb_runs
@@ -475,7 +476,7 @@ def read_run_head(source: EventFileSource, path: str) -> Optional[Any]:
     return None
 
 
-class ReadWandbRunFn(beam.DoFn):
+class ReadWandbRunFn(CountedDoFn):
     """(run id, its files) → the run to write (``RunData``), read while it is written (``WandbRun``).
     With ``projects``, a run of another project is left out (counted as ``runs_filtered``)."""
 
@@ -544,6 +545,6 @@ class ReadWandb(beam.PTransform):
         runs = (begin
                 | 'ListRuns' >> beam.Create(sorted(self.plan.runs.items()))
                 | 'ReadRuns' >> beam.ParDo(ReadWandbRunFn(self.source, self.chunk_points, self.projects,
-                                                          self.progress)))
+                                                          self.progress)).with_outputs(COUNTS, main='runs'))
         skipped = begin | 'NoDeadLettersBeforeReading' >> beam.Create([])
-        return {'runs': runs, 'skipped': skipped}
+        return {'runs': runs.runs, 'skipped': skipped, 'counts': runs[COUNTS]}

@@ -1,4 +1,5 @@
-"""The Aim destination: runs written into an Aim repo, local (a path) or remote (``aim://HOST:PORT``).
+"""The Aim destination: runs written into an Aim repo, local (a path), remote (``aim://HOST:PORT``) or on
+object storage (``gs://…``, ``s3://…``, any fsspec URL: ``transforms.aim_bucket_write``).
 
 It owns what only Aim needs: the ``--repo`` flag, the check that the repo can be written (created
 atomically if missing, possibly by the launcher's early start, ``pipelines.early_repo``), the dead
@@ -14,13 +15,16 @@ from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 
+from connectors import redact
+from connectors.aim_bucket import BucketError, check_protocol, is_bucket_url
 from connectors.aim_version import check_setting
 from connectors.redact import mask_text, mask_uri
-from pipelines.common import UsageError
+from pipelines.common import UsageError, parse_json_flag
 from pipelines.seam import Destination
+from transforms.aim_bucket_write import WriteToAimBucket
 from transforms.aim_write import WriteToAim
 
-__all__ = ['AimDestination', 'check_repo_writable', 'default_skipped_path']
+__all__ = ['AimDestination', 'check_repo_writable', 'check_bucket_repo', 'default_skipped_path', 'bucket_report_lines']
 
 REMOTE_SCHEME = 'aim://'
 
@@ -28,26 +32,47 @@ REMOTE_SCHEME = 'aim://'
 class AimDestination(Destination):
     """An Aim repo (``--repo``)."""
 
-    def __init__(self, repo: str):
-        self.repo = repo
+    def __init__(self, repo: str, storage_options: Optional[Dict[str, Any]] = None):
+        self.repo = repo.rstrip('/') if is_bucket_url(repo) else repo
+        self.storage_options = dict(storage_options or {})  # the bucket repo's filesystem's
+
+    @property
+    def on_bucket(self) -> bool:
+        return is_bucket_url(self.repo)
 
     @classmethod
     def add_flags(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument('--repo', required=True,
-                            help='Aim repo: a local path (created if missing) or aim://HOST:PORT')
+                            help='Aim repo: a local path (created if missing), aim://HOST:PORT, or a prefix on '
+                                 'object storage (gs://BUCKET/PATH, s3://BUCKET/PATH, any fsspec URL)')
+        parser.add_argument('--repo-storage-options', '--repo_storage_options', dest='repo_storage_options',
+                            help='JSON object passed to fsspec for a --repo on object storage (e.g. '
+                                 '{"token": "anon"})')
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> 'AimDestination':
         if not args.repo.strip():
             raise UsageError('--repo is empty')
-        return cls(args.repo)
+        options = parse_json_flag('--repo-storage-options', getattr(args, 'repo_storage_options', None))
+        redact.remember(redact.secrets_of_uri(args.repo) | redact.secrets_of_options(options))
+        if options and not is_bucket_url(args.repo):
+            raise UsageError(f'--repo-storage-options applies to a --repo on object storage, not {mask_uri(args.repo)}')
+        if is_bucket_url(args.repo):
+            try:
+                check_protocol(args.repo)
+            except BucketError as error:
+                raise UsageError(str(error)) from None
+        return cls(args.repo, options)
 
     def check(self, early: Any = None) -> None:
         try:  # RUNFERRY_AIM_WRITE_PATH (connectors.aim_version): a bad value stops here, not in a worker
             check_setting()
         except ValueError as error:
             raise UsageError(str(error)) from None
-        check_repo_writable(self.repo, early)
+        if self.on_bucket:
+            check_bucket_repo(self.repo, self.storage_options)
+        else:
+            check_repo_writable(self.repo, early)
 
     def describe(self) -> str:
         return f'Aim repo {mask_uri(self.repo)}'
@@ -56,10 +81,14 @@ class AimDestination(Destination):
         return default_skipped_path(self.repo)
 
     def write(self, progress=None) -> beam.PTransform:
+        if self.on_bucket:
+            return WriteToAimBucket(self.repo, self.storage_options, progress)
         return WriteToAim(self.repo, progress)
 
     def report_lines(self, counters: Dict[str, int]) -> List[str]:
         repo = mask_text(self.repo)
+        if self.on_bucket:
+            return bucket_report_lines(repo, counters)
         lines = []
         if counters.get('runs_index_deferred'):
             index = os.path.join(os.path.abspath(repo), '.aim', 'meta', 'index')
@@ -76,7 +105,7 @@ class AimDestination(Destination):
 
 def default_skipped_path(repo: str) -> str:
     """Dead letters go beside a local repo (``REPO.skipped.jsonl``), or in the working directory."""
-    if repo.startswith(REMOTE_SCHEME):
+    if repo.startswith(REMOTE_SCHEME) or is_bucket_url(repo):
         return os.path.abspath('runferry-skipped.jsonl')
     return os.path.abspath(repo.rstrip('/')) + '.skipped.jsonl'
 
@@ -154,3 +183,45 @@ def _unwritable_part(aim_dir: str) -> Optional[str]:
         if not os.access(target, mode):
             return target
     return None
+
+
+def check_bucket_repo(repo: str, storage_options: Dict[str, Any]) -> None:
+    """A repo on object storage: reachable, made an Aim repo if it is not one yet (before any work), and
+    written on the storage path (its runs' rows and index are built from the records that path keeps)."""
+    from connectors.aim_bucket import BucketRepo
+    from connectors.aim_bucket_index import create_bucket_repo
+    from connectors.aim_version import write_path
+
+    chosen = write_path()
+    if chosen.through_api:
+        raise UsageError(f'--repo {mask_uri(repo)}: a repo on object storage is written on the storage path only '
+                         f'({chosen.warning})')
+    try:
+        create_bucket_repo(BucketRepo(repo, storage_options))
+    except Exception as error:  # the bucket missing, credentials refused, the endpoint unreachable
+        reason = mask_text(' '.join(str(error).split()) or type(error).__name__)
+        raise UsageError(f'--repo {mask_uri(repo)} cannot be used as an Aim repo: {type(error).__name__}: '
+                         f'{reason}') from None
+
+
+# how to copy a prefix down, by protocol: {SRC} the repo's URL, {DIR} a local directory
+_COPY_DOWN = {'gs': 'gcloud storage rsync --recursive {SRC} {DIR}', 'gcs': 'gcloud storage rsync --recursive {SRC} {DIR}',
+              's3': 'aws s3 sync {SRC} {DIR}', 's3a': 'aws s3 sync {SRC} {DIR}'}
+
+
+def bucket_report_lines(repo: str, counters: Dict[str, int]) -> List[str]:
+    """Where the repo is and how to view it (``repo`` already masked)."""
+    lines = []
+    unchanged = counters.get('runs_unchanged')
+    if unchanged:
+        lines.append(f'  {unchanged:,} run(s) already in {repo}, equal: not uploaded again')
+    if counters.get('runs_written'):
+        protocol = repo.split('://', 1)[0]
+        directory = 'aim-repo'
+        copy = _COPY_DOWN.get(protocol)
+        lines.append(f'Aim repo on object storage: {repo}')
+        if copy:
+            lines.append(f'View the result: {copy.format(SRC=repo, DIR=directory)} && aim up --repo {directory}')
+        else:
+            lines.append(f'View the result: copy {repo} (with its .aim) to a directory DIR, then aim up --repo DIR')
+    return lines
