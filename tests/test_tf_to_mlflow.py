@@ -451,7 +451,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     import time
 
     root = str(tmp_path / 'kill')
-    _many_runs(root, 6, 7000)  # 22,400 points a run: two bulk transactions each
+    _many_runs(root, 4, 7000)  # 22,400 points a run: two bulk transactions each; two runs a worker
     reference = f'sqlite:///{tmp_path}/reference.db'
     done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', reference)
     assert done.returncode == 0, done.stderr[-3000:]
