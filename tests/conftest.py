@@ -41,6 +41,17 @@ def postgres_server():
 
 
 @pytest.fixture(scope='session')
+def mlflow_http():
+    """One ``mlflow server`` for the session (SQLite in memory, artifacts proxied by the server): a start
+    costs many seconds, minutes under load. Tests sharing it give their experiments names of their own
+    and convert only those (``--experiment``), never every experiment on the server."""
+    from samples.mlflow_store import scratch_dir
+
+    with scratch_dir() as root, servers.mlflow_server(root, timeout=300) as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
 def s3fs_client(s3_server):
     """An s3fs filesystem on the moto server, for uploading test data."""
     import s3fs

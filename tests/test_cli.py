@@ -307,28 +307,30 @@ def http_logdir(root: str):
 
 
 @pytest.mark.slow
-def test_secrets_never_reach_the_report_dead_letters_or_aim(seed_logdir, tmp_path):
+def test_secrets_never_reach_the_report_dead_letters_or_aim(seed_logdir, mlflow_http, tmp_path):
     """A conversion that works, from a logdir URL with a password, with a secret header in the storage
     options and dead letters to write (the seed logdir's unorganized files): the secret is in no output
-    stream, report, dead letter, Aim attribute or experiment name, nor anywhere in the repo's files."""
+    stream, report, dead letter, Aim attribute or experiment name, nor anywhere in the repo's files.
+    The MLflow side is the session's ``mlflow server``: its experiment ``secretive`` is this test's alone."""
     from mlflow import MlflowClient
 
-    from samples.mlflow_store import log_rich_run, scratch_dir
+    from samples.mlflow_store import log_rich_run
     from tests.readback import read_runs
 
     logdir = str(tmp_path / 'logs')
     shutil.copytree(seed_logdir[0], logdir)
     options = json.dumps({'client_kwargs': {'headers': {'X-Auth-Token': 'TOKsecret42'}}})
-    with scratch_dir() as store, servers.mlflow_server(store) as mlflow_server, http_logdir(logdir) as port:
-        client = MlflowClient(mlflow_server.url)
+    with http_logdir(logdir) as port:
+        client = MlflowClient(mlflow_http.url)
         log_rich_run(client, client.create_experiment('secretive'), 'rich', salt=5)  # a skipped artifact in it
-        served = mlflow_server.url.replace('http://', 'http://alice:S3CRETpw@')
+        served = mlflow_http.url.replace('http://', 'http://alice:S3CRETpw@')
         commands = {
             'tf_to_aim': command('tf_to_aim', '--logdir', f'http://alice:S3CRETpw@127.0.0.1:{port}/',
                                  '--storage-options', options, '--direct_num_workers', '2',
                                  '--direct_running_mode', 'multi_processing'),
-            'mlflow_to_aim': command('mlflow_to_aim', '--tracking-uri', served),
-            'mlflow_to_aim-dry-run': command('mlflow_to_aim', '--tracking-uri', served, '--dry-run'),
+            'mlflow_to_aim': command('mlflow_to_aim', '--tracking-uri', served, '--experiment', 'secretive'),
+            'mlflow_to_aim-dry-run': command('mlflow_to_aim', '--tracking-uri', served, '--experiment', 'secretive',
+                                             '--dry-run'),
         }
         outputs = {name: {'repo': str(tmp_path / name / 'aim'), 'skipped': str(tmp_path / name / 'skipped.jsonl'),
                           'report': str(tmp_path / name / 'report.json')} for name in commands}

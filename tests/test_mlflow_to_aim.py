@@ -1,4 +1,4 @@
-"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,050+ runs and a
+"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,001+ runs and a
 50,000-point history, a real ``mlflow server``, a file store), read back through the Aim SDK."""
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pipelines import mlflow_to_aim
 from pipelines.common import UsageError
 from samples.mlflow_store import (SVG_SIZE, log_long_metric, log_many_runs, log_rich_run, scratch_dir,
                                   svg_rendering_matches)
-from tests import servers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,12 +138,12 @@ def convert(*args, tmp_path):
     return mlflow_to_aim.run(argv)
 
 
-# ------------------------------------------------- SQLite: a 50,000-point history (1,050 runs: test_mlflow_scale)
+# ------------------------------------------------- SQLite: a 50,000-point history (1,001 runs: test_mlflow_scale)
 
 @pytest.fixture(scope='module')
 def big_store():
     """Experiment 'detail' with a rich run and a 50,000-point history, and 'other'; real MLflow client
-    calls into a SQLite store. (The 1,050-run experiment is tests/test_mlflow_scale.py's.)"""
+    calls into a SQLite store. (The 1,001-run experiment is tests/test_mlflow_scale.py's.)"""
     from mlflow import MlflowClient
 
     with scratch_dir() as root:
@@ -183,19 +182,18 @@ def test_sqlite_store_every_point_and_rerun_adds_nothing(big_store, tmp_path, ca
 # ------------------------------------------------------------------------------------- a real mlflow server
 
 @pytest.fixture(scope='module')
-def mlflow_server():
-    """``mlflow server`` over SQLite on 127.0.0.1 (artifacts proxied by the server), filled over HTTP."""
+def mlflow_server(mlflow_http):
+    """The session's ``mlflow server`` (SQLite, artifacts proxied by the server), filled over HTTP with two
+    experiments of this module's own; the tests name the experiments they convert."""
     from mlflow import MlflowClient
 
-    with scratch_dir() as root:
-        with servers.mlflow_server(root) as server:
-            client = MlflowClient(server.url)
-            first = client.create_experiment('served')
-            second = client.create_experiment('second')
-            expected = log_rich_run(client, first, 'served-rich', salt=3)
-            expected.update(log_many_runs(client, first, 2, prefix='served'))
-            expected.update(log_many_runs(client, second, 2, prefix='second'))
-            yield server, first, second, expected
+    client = MlflowClient(mlflow_http.url)
+    first = client.create_experiment('served')
+    second = client.create_experiment('second')
+    expected = log_rich_run(client, first, 'served-rich', salt=3)
+    expected.update(log_many_runs(client, first, 2, prefix='served'))
+    expected.update(log_many_runs(client, second, 2, prefix='second'))
+    return mlflow_http, first, second, expected
 
 
 @pytest.mark.slow

@@ -286,7 +286,7 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
         bucket = _s3_bucket(request, monkeypatch)
         artifacts = ['--artifact-location', f's3://{bucket}/artifacts']
     else:
-        server = request.getfixturevalue('http_mlflow')
+        server = request.getfixturevalue('mlflow_http')  # the session's: experiment tb-import is ours
         uri, artifacts = server.url, []
 
     done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
@@ -336,14 +336,6 @@ def _s3_bucket(request, monkeypatch) -> str:
     bucket = f'tf-to-mlflow-{uuid.uuid4().hex[:12]}'
     request.getfixturevalue('s3fs_client').mkdir(bucket)
     return bucket
-
-
-@pytest.fixture(scope='module')
-def http_mlflow(tmp_path_factory):
-    from tests.servers import mlflow_server
-
-    with mlflow_server(str(tmp_path_factory.mktemp('mlflow-server')), timeout=300) as server:
-        yield server
 
 
 def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
@@ -459,7 +451,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     import time
 
     root = str(tmp_path / 'kill')
-    _many_runs(root, 6, 7000)  # 22,400 points a run: two bulk transactions each
+    _many_runs(root, 4, 7000)  # 22,400 points a run: two bulk transactions each; two runs a worker
     reference = f'sqlite:///{tmp_path}/reference.db'
     done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', reference)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -492,20 +484,20 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     assert _metric_state(f'sqlite:///{killed_db}', 'kill') == _metric_state(reference, 'kill')
 
 
-def test_server_dropping_connections_is_waited_out_or_named(tmp_path, monkeypatch, capsys):
+def test_server_dropping_connections_is_waited_out_or_named(mlflow_http, tmp_path, monkeypatch, capsys):
     """An ``mlflow server`` behind a proxy that goes down twice mid-conversion (a response cut short,
     refused connections for 1.5 s): every run arrives whole, once. Down for good: one line naming the
-    server (masked), exit 2, before any work."""
+    server (masked), exit 2, before any work. The session's ``mlflow server`` (its experiment ``flaky`` is
+    this test's alone) behind a proxy of this test's own."""
     from pipelines import tf_to_mlflow as command
     from tests.flaky_proxy import FlakyProxy
-    from tests.servers import mlflow_server
 
     root = str(tmp_path / 'flaky')
     _many_runs(root, 4, 600)
     for key, value in {'RUNFERRY_RETRY_ATTEMPTS': '6', 'RUNFERRY_RETRY_INITIAL_SECONDS': '0.2',
                        'RUNFERRY_RETRY_MAX_SECONDS': '30', 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0'}.items():
         monkeypatch.setenv(key, value)
-    with mlflow_server(str(tmp_path / 'server'), timeout=300) as server, FlakyProxy(server.port) as proxy:
+    with FlakyProxy(mlflow_http.port) as proxy:
         reference = f'sqlite:///{tmp_path}/reference.db'
         monkeypatch.chdir(tmp_path)
         assert command.run(['--logdir', root, '--tracking-uri', reference]) == 0
