@@ -199,11 +199,13 @@ def record(info: Dict[str, str], sizes: List[SizeResult], fixed: List[Timed], bu
 
 
 def _sizes(text: str) -> List[int]:
+    if not text.strip():
+        return []  # the step skipped (``benchmarks.run --runs-list ''``)
     try:
         sizes = [int(part) for part in text.split(',') if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f'--runs-list {text!r}: run counts separated by commas, e.g. 200,2000')
-    if not sizes or any(size < 1 for size in sizes):
+    if any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f'--runs-list {text!r}: run counts of at least 1, e.g. 200,2000')
     return sizes
 
@@ -221,7 +223,7 @@ def _workers(text: str) -> List[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This step's flags (shared with ``benchmarks.run``)."""
     parser.add_argument('--runs-list', type=_sizes, default=[200, 2000],
-                        help='run counts of the logdirs converted by both tools (default 200,2000)')
+                        help='run counts of the logdirs converted by both tools (default 200,2000; empty: skip)')
     parser.add_argument('--bucket-workers', type=_workers, default=[1, 2],
                         help='worker processes of the --repo s3:// lines (default 1,2; empty: skip)')
 
@@ -277,6 +279,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f'--trials {args.trials}: at least 1')
+    if not args.runs_list:
+        parser.error('--runs-list: at least one run count, e.g. 200,2000')
     os.makedirs(args.cache, exist_ok=True)
     try:
         return run_step(args.cache, args.runs_list, args.trials, args.bucket_workers, args.extra,
