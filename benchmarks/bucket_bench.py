@@ -43,8 +43,8 @@ def probe_bucket_repo(cache: str, server, fs) -> Optional[str]:
     logdir, _, _ = ensure_convert_logdir(cache, 1)
     prefix = f'{BUCKET}/probe'
     with tempfile.TemporaryDirectory(prefix='bucket-probe-', dir=cache) as cwd:
-        proc = subprocess.run(runferry_command(os.path.abspath(logdir), f's3://{prefix}'), cwd=cwd,
-                              env=_env(server), capture_output=True, text=True)
+        proc = subprocess.run(runferry_command(os.path.abspath(logdir), f's3://{prefix}', _flags(1, cwd)),
+                              cwd=cwd, env=_env(server), capture_output=True, text=True)
         local = os.path.exists(os.path.join(cwd, 's3:'))
     objects = fs.find(prefix) if fs.exists(prefix) else []
     if local:
@@ -58,8 +58,11 @@ def probe_bucket_repo(cache: str, server, fs) -> Optional[str]:
     return None
 
 
-def _worker_flags(workers: int) -> List[str]:
-    return [f'--direct_num_workers={workers}', '--direct_running_mode=multi_processing']
+def _flags(workers: int, scratch: str) -> List[str]:
+    """Beam's worker count (one worker: its in-process mode), the dead letters kept off the bucket."""
+    mode = 'multi_processing' if workers > 1 else 'in_memory'
+    return [f'--direct_num_workers={workers}', f'--direct_running_mode={mode}',
+            '--skipped', os.path.join(scratch, 'skipped.jsonl')]
 
 
 def _copy_down_and_count(fs, prefix: str, cache: str) -> RepoCounts:
@@ -71,12 +74,13 @@ def _copy_down_and_count(fs, prefix: str, cache: str) -> RepoCounts:
 def measure_bucket(cache: str, logdir: str, local_counts: RepoCounts, trials: int, workers: List[int],
                    extra: List[str]) -> List[str]:
     """The lines for this logdir: wall and peak memory per worker count (medians of ``trials`` rounds,
-    each round every worker count once), the speed-up of the largest count over one, and the read-back."""
+    each round every worker count once, the order reversed every other round), the speed-up of the
+    largest count over the smallest, and the read-back."""
     from tests.servers import moto_s3
 
     runs = local_counts.runs
     points = sum(local_counts.total(kind) for kind in ('metric', 'image', 'distribution'))
-    with moto_s3() as server:
+    with moto_s3() as server, tempfile.TemporaryDirectory(prefix='bucket-scratch-', dir=cache) as scratch:
         fs = _filesystem(server)
         fs.mkdir(BUCKET)
         why_not = probe_bucket_repo(cache, server, fs)
@@ -86,9 +90,9 @@ def measure_bucket(cache: str, logdir: str, local_counts: RepoCounts, trials: in
         peaks: Dict[int, float] = dict.fromkeys(workers, 0.0)
         last_prefix = None
         for trial in range(1, trials + 1):
-            for count in workers:
+            for count in (workers if trial % 2 else workers[::-1]):
                 prefix = f'{BUCKET}/aim-{runs}-{count}w-{trial}'
-                timed = run_timed(runferry_command(logdir, f's3://{prefix}', [*_worker_flags(count), *extra]),
+                timed = run_timed(runferry_command(logdir, f's3://{prefix}', [*_flags(count, scratch), *extra]),
                                   env=_env(server))
                 walls[count].append(timed.wall)
                 peaks[count] = max(peaks[count], timed.peak_mb)
