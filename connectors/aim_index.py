@@ -33,11 +33,12 @@ class RunProps:
     """A run's row in Aim's SQLite store, written later, with every other run's, by ``index_runs``."""
     hash: str
     name: str
-    experiment: str
+    experiment: Optional[str]  # None only for a row merged from a repo that holds none (pipelines.merge_aim)
     description: Optional[str] = None
     tags: Tuple[str, ...] = ()
     created_at: Optional[float] = None
     finalized_at: Optional[float] = None
+    archived: Optional[bool] = None  # None: left as it is (a new row: not archived, Aim's default)
 
 
 def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProps] = (),
@@ -190,7 +191,8 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
     session.autocommit = False
     try:
         runs = _rows_by(session, Run, Run.hash, [p.hash for p in props], selectinload(Run.tags))
-        experiments = _rows_by(session, Experiment, Experiment.name, sorted({p.experiment for p in props}))
+        experiments = _rows_by(session, Experiment, Experiment.name,
+                               sorted({p.experiment for p in props if p.experiment is not None}))
         tags = _rows_by(session, Tag, Tag.name, sorted({t for p in props for t in p.tags}))
         for p in props:
             row = runs.get(p.hash)
@@ -198,11 +200,14 @@ def _write_props(repo: Repo, props: List[RunProps]) -> None:
                 row = runs[p.hash] = Run(p.hash, created_at=utc_datetime(p.created_at))
                 session.add(row)
             row.name = p.name
-            if p.experiment not in experiments:
-                experiments[p.experiment] = Experiment(p.experiment)
-            row.experiment = experiments[p.experiment]
+            if p.experiment is not None:  # (a row merged from a repo whose run has none keeps none)
+                if p.experiment not in experiments:
+                    experiments[p.experiment] = Experiment(p.experiment)
+                row.experiment = experiments[p.experiment]
             if p.description is not None:
                 row.description = p.description
+            if p.archived is not None:
+                row.is_archived = p.archived
             row.finalized_at = utc_datetime(p.finalized_at) or datetime.datetime.utcnow()
             # the run's tags become the source's: a tag since removed (or whose value changed) goes
             row.tags[:] = [tag for tag in row.tags if tag.name in p.tags]

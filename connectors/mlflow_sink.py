@@ -30,8 +30,14 @@ The mapping (keys: ``connectors.mlflow_names``):
 
 **Idempotent**: on a run found again, only what the store does not hold is written: a metric point is
 compared by (key, step, timestamp, value) with ``get_metric_history``, a param by value, an image by
-(key, step, timestamp), a text/audio artifact by its path, a histogram file by its content (rewritten
-whole when steps were added). What the store already held is counted as ``present``.
+(key, step, timestamp), a text/audio artifact by its path and size, a histogram file by its content
+(rewritten whole when steps were added). What the store already held is counted as ``present``.
+
+An artifact cut short (a kill or a dropped connection while a file store copied it, or a proxy wrote it)
+is not taken as present: a text or audio file must have its content's size, a histogram file must parse,
+and a stepped image must have both its parts (MLflow writes the PNG, then its ``+compressed.webp``
+thumbnail, so a thumbnail listed means the PNG was whole; a PNG alone is rewritten, with its thumbnail,
+under its own name, so the step keeps one image). What is rewritten counts as written.
 """
 from __future__ import annotations
 
@@ -207,7 +213,8 @@ class _RunWrite:
         self.renamed: Dict[str, str] = {}
         self.params_moved = 0
         self._keys: Dict[Tuple[str, str], Tuple[str, str]] = {}  # (namespace, key) -> (name, context) that has it
-        self._listings: Dict[str, Set[str]] = {}  # artifact directory -> the paths it held when first listed
+        # artifact directory -> {path: size in bytes (None when the store does not say)} when first listed
+        self._listings: Dict[str, Dict[str, Optional[int]]] = {}
         self._images: Optional[Set[Tuple[str, int, int]]] = None
 
     def run(self) -> MlflowWrittenRun:
@@ -257,14 +264,20 @@ class _RunWrite:
             self.renamed[original] = key
         return key
 
-    def listing(self, directory: str) -> Set[str]:
-        """Artifact paths directly under ``directory`` (nothing for a run just created)."""
+    def listing(self, directory: str) -> Dict[str, Optional[int]]:
+        """Artifact files directly under ``directory`` with their sizes (nothing for a run just created)."""
         if self.created:
-            return set()
+            return {}
         if directory not in self._listings:
-            self._listings[directory] = {info.path for info in self.client.list_artifacts(self.run_id, directory)
+            self._listings[directory] = {info.path: info.file_size
+                                         for info in self.client.list_artifacts(self.run_id, directory)
                                          if not info.is_dir}
         return self._listings[directory]
+
+    def holds_whole(self, directory: str, path: str, content: bytes) -> bool:
+        """The store holds ``path`` with ``content``'s size (a file cut short is not held)."""
+        size = self.listing(directory).get(path, -1)
+        return size == len(content) or (size is None and path in self.listing(directory))
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
@@ -403,7 +416,7 @@ class _RunWrite:
     def write_image(self, series: Series, key: str) -> None:
         from PIL import Image
 
-        held = self._held_images()
+        held, cut = self._held_images()
         written = present = 0
         for step, wall_time, samples in zip(series.steps, series.wall_times, series.values):
             timestamp = ms(wall_time)
@@ -414,32 +427,57 @@ class _RunWrite:
                 continue
             try:
                 for index, sample in missing:
+                    sample_key = _sample_key(key, index)
                     with Image.open(io.BytesIO(sample['data'])) as image:
                         image.load()
-                        self.client.log_image(self.run_id, image, key=_sample_key(key, index), step=int(step),
-                                              timestamp=timestamp, synchronous=True)
+                        stem = cut.get((sample_key, int(step), timestamp))
+                        if stem is not None:  # its PNG without a thumbnail: both rewritten under its own id
+                            self._rewrite_image(image, stem)
+                        else:
+                            self.client.log_image(self.run_id, image, key=sample_key, step=int(step),
+                                                  timestamp=timestamp, synchronous=True)
             except (OSError, ValueError) as error:  # an image Pillow or MLflow cannot take
                 self.skip(series, 1, f'image not written at step {step}: {type(error).__name__}: {error}')
                 continue
             written += 1
         self.count('image', written, present)
 
-    def _held_images(self) -> Set[Tuple[str, int, int]]:
+    def _held_images(self) -> Tuple[Set[Tuple[str, int, int]], Dict[Tuple[str, int, int], str]]:
+        """The (key, step, timestamp) of the images the run holds whole (a PNG and its thumbnail, which MLflow
+        writes after the PNG), and of those cut short (a PNG with no thumbnail: a write stopped between the
+        two, or during the PNG), each with its files' common path stem."""
         if self._images is None:
-            self._images = set()
-            for path in self.listing('images'):
+            parts: Dict[Tuple[str, int, int, str], Dict[str, str]] = {}
+            for path, size in self.listing('images').items():
                 part = stepped_image_part(path)
-                if part is not None and part.part == 'image':
-                    self._images.add((part.key, part.step, part.timestamp))
+                if part is not None and size != 0:
+                    parts.setdefault((part.key, part.step, part.timestamp, part.image_id), {})[part.part] = path
+            whole = {found[:3] for found, kinds in parts.items() if {'image', 'thumbnail'} <= set(kinds)}
+            cut = {found[:3]: kinds['image'][:-len('.png')] for found, kinds in parts.items()
+                   if 'image' in kinds and 'thumbnail' not in kinds and found[:3] not in whole}
+            self._images = (whole, cut)
         return self._images
+
+    def _rewrite_image(self, image, stem: str) -> None:
+        """The PNG and thumbnail of the image whose files are ``<stem>.png`` and ``<stem>+compressed.webp``,
+        written as ``MlflowClient.log_image`` writes them, so the step keeps one image."""
+        from mlflow.tracking.multimedia import compress_image_size
+
+        directory, _, name = stem.rpartition('/')
+        with tempfile.TemporaryDirectory(prefix='runferry-image-') as scratch:
+            png = os.path.join(scratch, f'{name}.png')
+            image.save(png)
+            self.client.log_artifact(self.run_id, png, directory)
+            thumbnail = os.path.join(scratch, f'{name}+compressed.webp')
+            compress_image_size(image).save(thumbnail)
+            self.client.log_artifact(self.run_id, thumbnail, directory)
 
     def write_text(self, series: Series, key: str) -> None:
         directory = f'text/{key}'
-        held = self.listing(directory)
         written = present = 0
         for step, text in zip(series.steps, series.values):
             path = f'{directory}/step_{step}.txt'
-            if path in held:
+            if self.holds_whole(directory, path, text.encode('utf-8')):
                 present += 1
                 continue
             self.log_text(text, path)
@@ -448,13 +486,13 @@ class _RunWrite:
 
     def write_audio(self, series: Series, key: str) -> None:
         directory = f'audio/{key}'
-        held = self.listing(directory)
         written = present = 0
         with tempfile.TemporaryDirectory(prefix='runferry-audio-') as scratch:
             for step, clips in zip(series.steps, series.values):
                 names = [f'step_{step}{"" if index == 0 else f"_{index}"}.{clip["format"]}'
                          for index, clip in enumerate(clips)]
-                missing = [(name, clip) for name, clip in zip(names, clips) if f'{directory}/{name}' not in held]
+                missing = [(name, clip) for name, clip in zip(names, clips)
+                           if not self.holds_whole(directory, f'{directory}/{name}', clip['data'])]
                 if not missing:
                     present += 1
                     continue
@@ -484,8 +522,11 @@ class _RunWrite:
             return []
         with tempfile.TemporaryDirectory(prefix='runferry-histogram-') as scratch:
             local = self.client.download_artifacts(self.run_id, path, scratch)
-            with open(local) as stream:
-                return json.load(stream).get('steps', [])
+            with open(local, 'rb') as stream:
+                try:
+                    return json.loads(stream.read()).get('steps', [])
+                except ValueError:  # cut short (or not ours): rewritten whole
+                    return []
 
 
 def _sample_key(key: str, index: int) -> str:

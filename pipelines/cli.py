@@ -34,8 +34,10 @@ LOGGERS = ('flex_template', 'runferry.retry', 'connectors.aim_sink')
 
 def new_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An entry point's parser: ``python -m pipelines.PROG``, described by its module docstring's first line."""
+    # allow_abbrev=False: argparse would take ``--stric`` for ``--strict`` and ``--rep`` for ``--repo``; a
+    # prefix is a typo to name, as any other unknown flag is (``check_pipeline_args``)
     return argparse.ArgumentParser(prog=f'python -m pipelines.{prog}', description=doc.split('\n')[0],
-                                   epilog='Any other flag must be a Beam option (--runner, --direct_num_workers, '
+                                   allow_abbrev=False, epilog='Any other flag must be a Beam option (--runner, --direct_num_workers, '
                                           "Dataflow's --project, ...); it goes to Beam.")
 
 

@@ -56,6 +56,14 @@ def test_unknown_flag_is_refused_with_a_suggestion(entry, typo, meant):
     assert message == f'unknown flag {name}: neither a flag of this program nor a Beam option; did you mean {meant}?'
 
 
+@pytest.mark.parametrize('entry', ALL_ENTRY_POINTS)
+def test_a_flag_prefix_is_not_taken_for_the_flag(entry):
+    """argparse's default would read ``--stric`` as ``--strict`` and ``--dry`` as ``--dry-run``."""
+    module, base = ALL_ENTRY_POINTS[entry]
+    assert usage_error(module, [*base, '--stric']).endswith('did you mean --strict?')
+    assert usage_error(module, [*base, '--dry']).startswith('unknown flag --dry: ')
+
+
 def test_falt_suggests_flat_where_there_is_one():
     assert usage_error(tf_to_aim, [*ENTRY_POINTS['tf_to_aim'][1], '--falt']).endswith('did you mean --flat?')
     # mlflow_to_aim has no --flat and nothing close: the flag is named, nothing is made up

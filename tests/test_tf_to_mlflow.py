@@ -7,13 +7,14 @@ images, text and histograms in a ``train`` context), tensorboardX contexts, and 
 refuses (too long) beside one it renames (``#``)."""
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import pytest
@@ -270,17 +271,20 @@ def _metric_rows(actual) -> int:
 
 
 @pytest.mark.parametrize('store', ['sqlite', 'postgresql', 'http'])
-def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
+def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
     """Converted into each kind of store and read back whole; the dead letter of the refused key; (SQLite,
-    HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points."""
+    HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points.
+    (PostgreSQL) the artifacts go to S3 (moto's server), as a production SQL store keeps them."""
     root, logs = mixed_logdir
     artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
+    bucket = None
     if store == 'sqlite':
         uri = f'sqlite:///{tmp_path}/mlflow.db'
     elif store == 'postgresql':
         server = request.getfixturevalue('postgres_server')
         uri = server.url
-        artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
+        bucket = _s3_bucket(request, monkeypatch)
+        artifacts = ['--artifact-location', f's3://{bucket}/artifacts']
     else:
         server = request.getfixturevalue('http_mlflow')
         uri, artifacts = server.url, []
@@ -293,6 +297,8 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     refused = [s for s in read_skipped(str(tmp_path / 'skipped.jsonl')) if LONG_TAG in s.get('detail', '')]
     assert len(refused) == 1 and refused[0]['count'] == 4 and 'longer than MLflow allows' in refused[0]['reason']
     if store == 'postgresql':  # its re-run takes SQLite's path (the bulk SQL one), checked there: time saved
+        stored = request.getfixturevalue('s3fs_client').find(f'{bucket}/artifacts')
+        assert any('/histograms/' in path for path in stored) and any('/images/' in path for path in stored)
         return
 
     again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
@@ -316,6 +322,22 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request):
     assert third['odd_run']['info'].run_id == first['odd_run']['info'].run_id
 
 
+def _s3_bucket(request, monkeypatch) -> str:
+    """A new bucket in moto's S3 server, which MLflow's S3 artifact repository reaches (here and in the
+    command's processes) through ``MLFLOW_S3_ENDPOINT_URL``."""
+    import uuid
+
+    from tests import servers
+
+    s3_server = request.getfixturevalue('s3_server')
+    for key, value in {**servers.S3_ENV, 'MLFLOW_S3_ENDPOINT_URL': s3_server.url}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv('AWS_ENDPOINT_URL', raising=False)  # MLflow must find S3 by its own variable
+    bucket = f'tf-to-mlflow-{uuid.uuid4().hex[:12]}'
+    request.getfixturevalue('s3fs_client').mkdir(bucket)
+    return bucket
+
+
 @pytest.fixture(scope='module')
 def http_mlflow(tmp_path_factory):
     from tests.servers import mlflow_server
@@ -326,7 +348,9 @@ def http_mlflow(tmp_path_factory):
 
 def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
     """``WriteToMlflow`` under ``TestPipeline``: the runs the TensorBoard reader makes in, MLflow's read
-    back out; a second write of the same runs adds nothing and reports the points as present."""
+    back out; a second write of the same runs adds nothing and reports the points as present; after
+    artifacts were cut short (as a kill during a file store's copy leaves them), a third write mends
+    exactly those and counts them as written."""
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
@@ -344,7 +368,7 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
     for assignment in plan.assignments():
         by_run.setdefault(assignment.run, []).append(assignment)
 
-    def write(label: str):
+    def write(label: str, sent_points: Optional[int]):
         runs = [tensorboard_run_data(source, EXPERIMENT, run, assignments) for run, assignments in by_run.items()]
         with TestPipeline() as p:
             out = p | f'Create{label}' >> beam.Create(runs) | f'Write{label}' >> WriteToMlflow(uri, str(tmp_path / 'art'))
@@ -352,17 +376,51 @@ def test_write_to_mlflow_transform(mixed_logdir, tmp_path):
                         equal_to([(name, label == 'first') for name in by_run]), label=f'Written{label}')
             assert_that(out['skipped'] | beam.Filter(lambda s: LONG_TAG in (s.detail or '')) | beam.Map(lambda s: s.count),
                         equal_to([4]), label=f'Refused{label}')
-            # written now: every point the first time, none the second (all of them were there)
-            sent = out['written'] | beam.Map(lambda r: r['present'] if label == 'first' else
+            # the first time nothing is present; later, points sent are those the store did not hold whole
+            sent = out['written'] | beam.Map(lambda r: r['present'] if sent_points is None else
                                              sum(r['points'].values()) - r['present'])
-            assert_that(sent | beam.CombineGlobally(sum), equal_to([0]), label=f'Nothing{label}')
+            assert_that(sent | beam.CombineGlobally(sum), equal_to([sent_points or 0]), label=f'Sent{label}')
         return p.result
 
-    write('first')
+    write('first', None)
     first = check_store(uri, root, logs, str(tmp_path / 'read1'))
-    write('again')
+    write('again', 0)
     second = check_store(uri, root, logs, str(tmp_path / 'read2'))
     assert _metric_rows(second) == _metric_rows(first)
+    write('mended', _cut_artifacts_short(uri, 'plugins_tbx'))
+    check_store(uri, root, logs, str(tmp_path / 'read3'))
+
+
+def _cut_artifacts_short(uri: str, run_name: str) -> int:
+    """Cut one text file, one audio file and one histogram file of the run short, and one image's PNG
+    with its thumbnail gone (a write stopped during the PNG); returns how many points that takes from the
+    store (a histogram file holds all of its key's steps)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    run, = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                              filter_string=f"attributes.run_name = '{run_name}'")
+    artifacts = run.info.artifact_uri[len('file://'):] if run.info.artifact_uri.startswith('file://') \
+        else run.info.artifact_uri
+
+    def first(pattern: str) -> str:
+        found = sorted(glob.glob(os.path.join(artifacts, pattern), recursive=True))
+        assert found, pattern
+        return found[0]
+
+    def halve(path: str) -> None:
+        with open(path, 'r+b') as stream:
+            stream.truncate(os.path.getsize(path) // 2)
+
+    histogram = first('histograms/**/*.json')
+    with open(histogram) as stream:
+        cut = len(json.load(stream)['steps'])
+    thumbnail = first('images/*+compressed.webp')
+    os.unlink(thumbnail)
+    for path in (first('text/**/step_*.txt'), first('audio/**/step_*.wav'), histogram,
+                 thumbnail[:-len('+compressed.webp')] + '.png'):
+        halve(path)
+    return cut + 3
 
 
 # ------------------------------------------------------------------------------------------------ faults
