@@ -24,7 +24,12 @@ test: $(STAMP)
 	bash tools/install-test-deps.sh
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# aim convert's own venv (aim, TensorFlow, every package pinned), made once and remade when the pins change
+AIM_CONVERT_VENV := .bench/aim-convert-venv/.installed
+$(AIM_CONVERT_VENV): benchmarks/aim_convert_requirements.txt $(STAMP)
+	$(PY) -m benchmarks.aim_convert_venv
+
+bench: $(STAMP) $(AIM_CONVERT_VENV)
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.tf_to_mlflow
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run [--runs 200] [--small-runs 50] [--sample-runs 6] [--trials 3]
                              [--mlflow-runs 1052] [--mlflow-only]
+                             [--runs-list 200,2000] [--bucket-workers 1,2] [--aim-convert-only]
                              [--cache .bench] [--no-record] [-- extra converter flags...]
 
 The logdir (``benchmarks.logdir``) holds scalars, images and histograms; points/s everywhere is all
@@ -34,6 +35,10 @@ ratio reported is the median pair's, with every pair's listed.
    runs only this step).
 5. W&B: ``python -m pipelines.wandb_to_aim`` on directories of ``--wandb-runs`` runs (10 and 1,000),
    its rate and its peak memory as the runs grow (``benchmarks.wandb_bench``; ``--wandb-only``).
+6. ``aim convert tensorboard`` itself, from its own pinned venv, against ``tf_to_aim`` on logdirs of
+   ``--runs-list`` runs (200 and 2,000), in ``--trials`` interleaved pairs; runferry's fixed cost apart
+   from its rate; both repos counted through Aim's SDK; the bucket repo (``--repo s3://`` on moto) with
+   ``--bucket-workers`` worker processes (``benchmarks.aim_convert_bench``; ``--aim-convert-only``).
 
 Results are printed and appended to ``benchmarks/RESULTS.md`` with the machine and date.
 """
@@ -49,6 +54,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from benchmarks.aim_convert_bench import add_arguments as add_aim_convert_arguments
+from benchmarks.aim_convert_bench import run_step as run_aim_convert_step
 from benchmarks.logdir import (CONTEXTS, HISTOGRAM_BINS, HISTOGRAM_TAG, HISTOGRAM_VALUES, IMAGE_SIZE, IMAGE_TAG,
                                KINDS, OBJECT_EVERY, OBJECT_STEPS, STEPS, TAGS, ensure_logdir, run_names, run_salt,
                                subset_logdir)
@@ -308,10 +315,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='run counts of the W&B directories converted by wandb_to_aim (benchmarks.wandb_bench; '
                              'empty: skip)')
     parser.add_argument('--wandb-only', action='store_true', help='only the W&B step')
+    add_aim_convert_arguments(parser)  # --runs-list, --bucket-workers
+    parser.add_argument('--aim-convert-only', action='store_true', help='only the comparison with aim convert')
     parser.add_argument('extra', nargs='*', help='extra flags for tf_to_aim and mlflow_to_aim (after --)')
     args = parser.parse_args(argv)
+    if args.aim_convert_only and not args.runs_list:
+        parser.error('--aim-convert-only needs --runs-list with at least one run count, e.g. 200,2000')
     os.makedirs(args.cache, exist_ok=True)
     try:
+        if args.aim_convert_only:
+            return _aim_convert_step(args)
         status = 0 if (args.mlflow_only or args.wandb_only) else _measure(args)
         if args.mlflow_runs and status == 0 and not args.wandb_only:
             from benchmarks.mlflow_bench import measure_mlflow
@@ -322,9 +335,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             from benchmarks.wandb_bench import measure_wandb
 
             measure_wandb(args.cache, wandb_sizes, args.extra, record=not args.no_record)
+        if args.runs_list and status == 0 and not (args.mlflow_only or args.wandb_only):
+            status = _aim_convert_step(args)
         return status
     finally:
         empty_trash(args.cache)  # the repos set aside (see set_aside), once nothing is timed any more
+
+
+def _aim_convert_step(args: argparse.Namespace) -> int:
+    """6. runferry against ``aim convert tensorboard`` itself (``benchmarks.aim_convert_bench``)."""
+    return run_aim_convert_step(args.cache, args.runs_list, args.trials, args.bucket_workers, args.extra,
+                                record_results=not args.no_record)
 
 
 def _measure(args: argparse.Namespace) -> int:

@@ -426,6 +426,7 @@ def test_the_write_dofn_opens_each_run_one_write_ahead(tmp_path):
     from apache_beam.transforms.window import GlobalWindow, IntervalWindow
     from apache_beam.utils.windowed_value import WindowedValue
 
+    from connectors.aim_kept_records import RecordFiles
     from transforms.aim_write import WriteRunsFn
 
     repo_path = str(tmp_path / 'repo')
@@ -444,7 +445,7 @@ def test_the_write_dofn_opens_each_run_one_write_ahead(tmp_path):
     assert [(out.value['hash'], out.windows, out.timestamp.micros) for out in written] == [
         (run_hash_for('first'), [first_window], 5_000_000), (run_hash_for('second'), [second_window], 7_000_000)]
     index_runs(repo_path, [out.value['hash'] for out in written], [out.value['props'] for out in written],
-               {out.value['hash']: out.value['meta_records'] for out in written})
+               RecordFiles({out.value['hash']: out.value['kept'] for out in written}))  # records kept in files
 
     fn.start_bundle()
     assert list(fn.process((_rich_run('never finished'), []), second_window, 0)) == []
