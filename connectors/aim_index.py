@@ -75,27 +75,51 @@ def index_runs(repo_uri: str, run_hashes: Iterable[str], props: Iterable[RunProp
     # keep Aim's at-exit cleanup waiting): per run, ``finalize`` of its meta subtree into the index,
     # which clears the run's prefix in the index and copies every record of the run's meta container.
     index = _open_index(repo, len(hashes))
-    through_aim = repo.is_remote_repo or write_path().through_api
-    for run_hash in hashes:
-        if run_hash not in meta_records:
-            if through_aim:  # Aim's finalize (run by the server on aim:// repos)
-                repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
-                    .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
-            else:
-                _index_from_container(repo, index.container, run_hash)
-    if meta_records:  # the same operations as finalize, from the kept records, in batches of runs
-        index_container = index.container
-        indexed = [run_hash for run_hash in hashes if run_hash in meta_records]
-        for start in range(0, len(indexed), _INDEX_BATCH_RUNS):
-            batch = index_container.batch()
-            for run_hash in indexed[start:start + _INDEX_BATCH_RUNS]:
-                prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
-                index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
-                records = meta_records[run_hash]  # packed bytes, or (key, value) records read from a file
-                for key, value in (unpack_records(records) if isinstance(records, bytes) else records):
-                    index_container.set(key, value, store_batch=batch)
-            index_container.commit(batch)
+    try:
+        through_aim = repo.is_remote_repo or write_path().through_api
+        for run_hash in hashes:
+            if run_hash not in meta_records:
+                if through_aim:  # Aim's finalize (run by the server on aim:// repos)
+                    repo.request_tree('meta', run_hash, read_only=True, skip_read_optimization=True) \
+                        .subtree('meta').subtree('chunks').subtree(run_hash).finalize(index=index)
+                else:
+                    _index_from_container(repo, index.container, run_hash)
+        if meta_records:  # the same operations as finalize, from the kept records, in batches of runs
+            index_container = index.container
+            indexed = [run_hash for run_hash in hashes if run_hash in meta_records]
+            for start in range(0, len(indexed), _INDEX_BATCH_RUNS):
+                batch = index_container.batch()
+                for run_hash in indexed[start:start + _INDEX_BATCH_RUNS]:
+                    prefix = _encoding.encode_path(('meta', 'chunks', run_hash))
+                    index_container.delete_range(prefix, prefix + b'\xff', store_batch=batch)
+                    records = meta_records[run_hash]  # packed bytes, or (key, value) records read from a file
+                    for key, value in (unpack_records(records) if isinstance(records, bytes) else records):
+                        index_container.set(key, value, store_batch=batch)
+                index_container.commit(batch)
+    except BaseException:
+        if not repo.is_remote_repo:
+            _discard_index(repo)
+        raise
     return len(hashes)
+
+
+def _discard_index(repo: Repo) -> None:
+    """After a failed index write (a full disk), close the index now, its own error swallowed (the
+    caller's is the one reported): left open, Aim's finalizer flushes it again at the process's exit,
+    fails the same way and prints a traceback. Aim's close stops at the failing flush, before releasing
+    the container's lock, which is released here."""
+    container = repo._get_index_container('meta', 0)  # the pool's, which _open_index's view is of
+    resources = getattr(container, '_resources', None)
+    try:
+        container.close()
+    except Exception:
+        pass
+    lock = getattr(resources, '_lock', None)
+    if lock is not None:
+        try:
+            lock.release()
+        except Exception:
+            pass
 
 
 _INDEX_BATCH_RUNS = 100  # a write batch holds ~2 MB of records for this many runs
