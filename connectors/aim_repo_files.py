@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Set
 
 import fsspec
 
+from connectors.local_files import fsync_directory
 from connectors.redact import mask_uri
 from connectors.retry import call_with_retry
 
@@ -78,7 +79,7 @@ class RepoFiles:
             name = posixpath.basename(entry['name'])
             self._download(entry['name'], os.path.join(local_dir, name), entry.get('size'))
             copied += entry.get('size') or 0
-        _fsync_directory(local_dir)
+        fsync_directory(local_dir)
         return copied
 
     def _container(self, kind: str, run_hash: str) -> str:
@@ -105,11 +106,3 @@ class RepoFiles:
                 raise ConnectionError(f'{remote}: {os.path.getsize(local_path)} bytes read of {size}')
 
         call_with_retry(copy_once, resource=self.resource)
-
-
-def _fsync_directory(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -29,6 +29,8 @@ import aimrocks
 
 from aim.storage import encoding
 
+from connectors.local_files import fsync_directory, process_alive
+
 __all__ = ['Staging', 'clear_stale_staging', 'is_present', 'same_records', 'install', 'indexed_hashes',
            'Conflict', 'STAGING_DIR']
 
@@ -72,22 +74,10 @@ def clear_stale_staging(aim_dir: str) -> int:
     removed = 0
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         parts = name.split('.')
-        if len(parts) == 3 and parts[1].isdigit() and not _is_running(int(parts[1])):
+        if len(parts) == 3 and parts[1].isdigit() and not process_alive(int(parts[1])):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed += 1
     return removed
-
-
-def _is_running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def target_container(aim_dir: str, kind: str, run_hash: str) -> str:
@@ -116,7 +106,7 @@ def install(aim_dir: str, run_hash: str, staging: Staging) -> bool:
             continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if _rename_if_absent(staged, target):
-            _fsync_directory(os.path.dirname(target))
+            fsync_directory(os.path.dirname(target))
             placed = placed or kind == 'meta'
         elif not same_records(staged, target):  # another merge placed it meanwhile
             raise Conflict(f'{kind}/chunks/{run_hash} exists in the target with other records')
@@ -168,11 +158,3 @@ def indexed_hashes(aim_dir: str, run_hashes: Iterable[str]) -> Set[str]:
         if first is not None and first.startswith(prefix):
             found.add(run_hash)
     return found
-
-
-def _fsync_directory(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -39,6 +39,7 @@ import tempfile
 from typing import Optional
 
 from connectors import disk_guard
+from connectors.local_files import process_alive
 
 __all__ = ['STAGING_ENV', 'MIN_FREE_BYTES', 'PUBLISHED', 'staging_root', 'new_stage', 'publish', 'unpublish',
            'barrier', 'remove_stale_stages', 'StagingFull', 'staging_full']
@@ -98,18 +99,8 @@ def remove_stale_stages(root: str) -> None:
         if not name.startswith(_PREFIX):
             continue
         pid = name[len(_PREFIX):].split('-', 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _published(name: str, path: str) -> bool:

@@ -1,0 +1,29 @@
+"""Small facts and steps about local files and processes, shared by the writers that clean up after a
+killed process (``aim_staging``, ``aim_run_install``) or make a rename durable (``aim_repo_files``)."""
+from __future__ import annotations
+
+import os
+
+__all__ = ['process_alive', 'fsync_directory']
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (another user's included); this process is."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory ``path`` (files created or renamed in it) durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
