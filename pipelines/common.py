@@ -226,6 +226,11 @@ def run_to_end(p: beam.Pipeline, prog: str):
     def stop(signum, _frame):
         if not received:  # once: a second Ctrl-C must not interrupt the stopping
             received.append(signum)
+            # The workers go first: unwinding, Beam's runner joins each worker's thread, which waits
+            # for its process; a worker mid-bundle (or blocked sending to this launcher, which no
+            # longer reads) would keep the launcher waiting for good (seen in CI: SIGTERM, 60 s).
+            _quiet_worker_threads()
+            _kill_worker_processes()
             raise _Stopped(signum)
 
     previous = {}
@@ -278,6 +283,22 @@ def _quiet_runner_errors():
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _quiet_worker_threads() -> None:
+    """Once the workers are killed on a stop signal, the runner's thread that waited for each one
+    raises ``RuntimeError('Worker subprocess exited with return code -9')``: expected then, so not
+    printed as a traceback (the stop is the one line). Other threads' errors still print."""
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args):
+        if args.thread is not None and args.thread.name == 'run_worker' and issubclass(args.exc_type, RuntimeError):
+            return
+        default(args)
+
+    threading.excepthook = hook
 
 
 def _in_main_thread() -> bool:
