@@ -30,10 +30,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from aim import Audio, Distribution, Image, Text
+from aim.ext.resource.log import LogLine
 from aim.storage.inmemorytreeview import InMemoryTreeView
 from aim.storage.types import BLOB
 
-__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'distribution_edges',
+__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'to_log_line', 'distribution_edges',
            'distribution_buckets', 'uniform_buckets', 'REBIN_BUCKETS']
 
 EDGES_KEY = 'edges'
@@ -153,5 +154,14 @@ def to_audio(payload: List[Dict[str, Any]]) -> Union[Audio, List[Audio]]:
     return clips[0] if len(clips) == 1 else clips
 
 
+def to_log_line(payload: Dict[str, str]) -> LogLine:
+    """A terminal line (``runmodel.LOG_LINE``) as Aim's own capture tracks it, an ``aim.log_line`` (Aim's
+    UI reads its ``data``), with the streams it was written to beside it in its storage (``stream``)."""
+    line = LogLine(payload['text'])
+    line.storage['stream'] = payload['stream']
+    return line
+
+
 # kind -> function(payload) -> Aim object (aim.Image, aim.Distribution, ...)
-OBJECT_CONVERTERS = {'image': to_image, 'distribution': to_distribution, 'text': to_text, 'audio': to_audio}
+OBJECT_CONVERTERS = {'image': to_image, 'distribution': to_distribution, 'text': to_text, 'audio': to_audio,
+                     'log_line': to_log_line}

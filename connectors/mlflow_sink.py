@@ -23,7 +23,8 @@ The mapping (keys: ``connectors.mlflow_names``):
 * images → MLflow's stepped images, written by ``MlflowClient.log_image(key=, step=, timestamp=)`` (a PNG
   and a webp thumbnail under ``images/``, which MLflow's UI shows with its step slider); the n-th sample
   of an event (n ≥ 1) is the key ``<key>/<n>``;
-* text → ``text/<key>/step_<step>.txt``; audio → ``audio/<key>/step_<step>[_<n>].<wav|mp3|flac>``;
+* text → ``text/<key>/step_<step>.txt``; terminal log lines (``runmodel.LOG_LINE``) → one file,
+  ``console/<key>.txt``, a line each in step order; audio → ``audio/<key>/step_<step>[_<n>].<wav|mp3|flac>``;
 * distributions → ``histograms/<key>.json`` (``{"key", "name", "context", "steps": [{"step",
   "timestamp", "edges", "counts"}, ...]}``, every step's exact edges and counts): MLflow has no
   histogram type.
@@ -71,7 +72,8 @@ BULK_SWITCH = 'RUNFERRY_MLFLOW_BULK'  # '0': metrics through log_batch even into
 HPARAMS = 'hparams'
 HPARAMS_BY_CONTEXT = 'hparams_by_context'
 CONFIG_ATTRIBUTES = ('hparams_config', 'hparams_config_by_context')
-ARTIFACT_KINDS = ('image', 'text', 'audio', 'distribution')
+ARTIFACT_KINDS = ('image', 'text', 'audio', 'distribution', 'log_line')
+CONSOLE_DIR = 'console'
 _SQL_MAX = 1.7976931348623157e308  # what MLflow's SQL store keeps of ±inf
 
 
@@ -483,6 +485,16 @@ class _RunWrite:
             self.log_text(text, path)
             written += 1
         self.count('text', written, present)
+
+    def write_log_line(self, series: Series, key: str) -> None:
+        """The run's terminal lines as one text file (rewritten whole when it differs in size)."""
+        path = f'{CONSOLE_DIR}/{key}.txt'
+        text = ''.join(line['text'] + '\n' for line in series.values)
+        if self.holds_whole(CONSOLE_DIR, path, text.encode('utf-8')):
+            self.count('log_line', 0, len(series))
+            return
+        self.log_text(text, path)
+        self.count('log_line', len(series))
 
     def write_audio(self, series: Series, key: str) -> None:
         directory = f'audio/{key}'

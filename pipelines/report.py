@@ -137,7 +137,7 @@ def _skip_amount(kind: str, items: int, count: int) -> str:
     return text
 
 
-_KIND_ORDER = ('metric', 'image', 'distribution', 'text', 'audio')
+_KIND_ORDER = ('metric', 'image', 'distribution', 'text', 'audio', 'log_line')
 
 
 def _kinds(counters: Dict[str, int]) -> List[str]:

@@ -15,9 +15,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 __all__ = ['Series', 'RunSpec', 'RunData', 'RunItem', 'Skip', 'context_key', 'merge_series', 'METRIC', 'SUPERSEDED_REASON',
-           'read_whole']
+           'read_whole', 'LOG_LINE', 'TERMINAL_LOGS']
 
 METRIC = 'metric'
+# A line of the run's terminal output; its payload is ``{'text': str, 'stream': str}`` (``stream``: the
+# streams its pieces were written to, ``stdout``, ``stderr``, or ``stderr,stdout`` for both). A run's lines are one
+# series, ``TERMINAL_LOGS`` in the empty context, stepped 0, 1, 2, ... in the order they were written
+# (the name and layout of Aim's own terminal-log capture, which Aim's UI shows in its Logs tab).
+LOG_LINE = 'log_line'
+TERMINAL_LOGS = 'logs'
 SUPERSEDED_REASON = 'duplicate step: superseded by a later event with the same step'
 
 

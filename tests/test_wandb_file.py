@@ -158,7 +158,7 @@ def test_read_wandb_under_test_pipeline(wandb_runs):
     with TestPipeline() as p:
         read = p | ReadWandb(source, plan)
         assert_that(read['runs'] | beam.Map(_summarize), equal_to([
-            ('alpha', 'vision', 200, 1), ('beta', 'vision', 5, 0), ('resumed', 'nlp', 10, 0), ('gamma', 'vision', 20, 0),
+            ('alpha', 'vision', 200, 3), ('beta', 'vision', 5, 0), ('resumed', 'nlp', 10, 0), ('gamma', 'vision', 20, 0),
             ('empty', 'vision', 0, 0)]))
         assert_that(read['skipped'], equal_to([]), label='NoSkipped')
 

@@ -15,9 +15,10 @@ from aim.storage.context import Context
 
 from connectors.aim_objects import distribution_buckets
 from tests.readback import read_metrics, read_runs
-from tests.wandb_runs import (HISTOGRAM, MEDIA_STEPS, TABLE, TABLE_STEP, alpha_pixels, reference_records,
-                              wandb_files)
+from tests.wandb_runs import (AUDIO_STEP, CONSOLE_OVERWRITTEN, HISTOGRAM, MEDIA_STEPS, TABLE, TABLE_STEP, WAV_RATE,
+                              alpha_pixels, console_lines, reference_records, wandb_files, wav_bytes)
 from transforms.wandb import SYSTEM_CONTEXT
+from transforms.wandb_console import OVERWRITTEN_REASON
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_CONTEXT = json.dumps({})
@@ -54,6 +55,30 @@ def _stats_points(root: str):
         for item in sample.item:
             points.setdefault(item.key, []).append((step, float(json.loads(item.value_json)), when))
     return points
+
+
+def _console_pieces(root: str):
+    """(text, wall time) of alpha's console pieces (``output_raw`` records), read from its file directly."""
+    path = next(p for p in wandb_files(root) if '/alpha/' in p)
+    return [(r.output_raw.line, r.output_raw.timestamp.seconds + r.output_raw.timestamp.nanos / 1e9)
+            for r in reference_records(path) if r.WhichOneof('record_type') == 'output_raw']
+
+
+def check_terminal_logs(run, root: str) -> None:
+    """alpha's console output is Aim's terminal logs (its UI's Logs tab): the lines a terminal showed,
+    stdout and stderr together in the order written, stepped 0, 1, ...; each line dated by its first piece."""
+    logs = run.get_terminal_logs()
+    assert logs is not None
+    steps, (lines, _epochs, times) = logs.data.items_list()
+    assert [line.get_typename() for line in lines] == ['aim.log_line'] * len(lines)
+    assert steps == list(range(len(console_lines())))
+    assert [(line.data, line.storage['stream']) for line in lines] == console_lines()
+    pieces = _console_pieces(root)
+    assert times[0] == pytest.approx(pieces[0][1], abs=1e-3)  # 'epoch done'
+    progress_first = next(when for text, when in pieces if text == '\rprogress 1/3')
+    assert times[3] == pytest.approx(progress_first, abs=1e-3)  # the progress line: its first, overwritten piece
+    assert times == sorted(times)
+    assert run.get_text_sequence('console', Context({'stream': 'stdout'})) is None  # no longer a text sequence
 
 
 def check_converted(repo_path: str, root: str, expected: dict, names) -> None:
@@ -114,8 +139,11 @@ def check_converted(repo_path: str, root: str, expected: dict, names) -> None:
     for name, points in want['texts'].items():
         steps, texts = _objects(run, 'get_text_sequence', name)
         assert [(s, t.data) for s, t in zip(steps, texts)] == points, name
-    assert [t.data for t in _objects(run, 'get_text_sequence', 'console', {'stream': 'stdout'})[1]] == ['epoch done']
-    assert [t.data for t in _objects(run, 'get_text_sequence', 'console', {'stream': 'stderr'})[1]] == ['second line']
+    steps, clips = _objects(run, 'get_audio_sequence', 'clip')
+    assert steps == [AUDIO_STEP]
+    assert clips[0].get().read() == wav_bytes()
+    assert (clips[0].storage['format'], clips[0].storage['rate'], clips[0].caption) == ('wav', WAV_RATE, 'beep')
+    check_terminal_logs(run, root)
 
 
 def _counters(tmp_path) -> dict:
@@ -136,13 +164,18 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert result.returncode == 0, result.stderr[-3000:]
     check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
     skipped = sorted((s['kind'], s['reason'], s['count']) for s in map(json.loads, open(tmp_path / 'skipped.jsonl')))
-    assert skipped == [('point', "history key 'shape': list value", 1),
+    assert skipped == [('point', OVERWRITTEN_REASON, CONSOLE_OVERWRITTEN), ('point', "history key 'shape': list value", 1),
                        ('run', 'run holds no point (no history row, system metric or console line): not created, '
                                'its config and summary not written', 0)]
     counters = _counters(tmp_path)
     assert counters['runs_written'] == 4
     assert counters['points_read'] == counters['points_written'] + counters['points_skipped']
-    assert counters['points_skipped'] == 1
+    assert counters['points_skipped'] == 1 + CONSOLE_OVERWRITTEN
+    # console lines: each written, the texts a \r overwrote read and skipped
+    assert counters['points_written:log_line'] == len(console_lines())
+    assert counters['points_read:log_line'] == len(console_lines()) + CONSOLE_OVERWRITTEN
+    assert counters['points_written:audio'] == counters['points_read:audio'] == 1
+    assert 'log_line' in result.stdout and 'console text overwritten by a carriage return' in result.stdout
 
     bucket = f'runferry-{uuid.uuid4().hex[:12]}'
     s3fs_client.mkdir(bucket)

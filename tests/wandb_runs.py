@@ -4,8 +4,9 @@ what was logged to them; plus an independent, minimal ``.wandb`` reader for comp
 ``write_wandb_runs(root)`` writes, under ``root``:
 
 * ``alpha`` (project ``vision``): 200 history rows with explicit ``_timestamp`` (scalars, a ``/`` in a
-  key, nested keys, a string), images, histograms, a table, a list (not convertible), console lines,
-  config (nested, and updated later), tags, notes, group, job type, a summary value, system metrics
+  key, nested keys, a string), images, histograms, a table, an audio clip (a WAV file), a list (not
+  convertible), console output (``CONSOLE_WRITES``: both streams interleaved, ``\r`` rewrites, a last
+  line without a newline), config (nested, and updated later), tags, notes, group, job type, a summary value, system metrics
   sampled every 0.2 s;
 * ``beta`` (``vision``): five rows, finished with exit code 1;
 * ``resumed`` (``nlp``, id ``resumeme``): two processes with the same id, five rows each (W&B restarts
@@ -39,6 +40,13 @@ TABLE = {'columns': ['epoch', 'label', 'score'], 'data': [[1, 'cat', 0.5], [2, '
 HISTOGRAM = ([3, 0, 5, 2], [0.0, 0.5, 1.0, 1.5, 2.0])
 CONFIG = {'lr': 0.01, 'batch': 32, 'opt': {'name': 'adam', 'betas': [0.9, 0.999]}, 'arch': 'resnet'}
 KILLED_ROWS = 20
+AUDIO_STEP = 15
+WAV_RATE = 8000
+# alpha's writes to its console, in order, each flushed (W&B records each as an ``output_raw`` piece)
+CONSOLE_WRITES = (('stdout', 'epoch done\n'), ('stderr', 'second line\n'), ('stdout', 'no newline, then'),
+                  ('stderr', ' stderr\n'), ('stdout', '\rprogress 1/3'), ('stdout', '\rprogress 2/3'),
+                  ('stdout', '\rprogress 3/3'), ('stdout', '\n'), ('stderr', 'warning: last\n'),
+                  ('stdout', 'tail without newline'))
 
 _COMMON = textwrap.dedent('''
     import json, os, sys, time
@@ -69,15 +77,19 @@ _ALPHA = _COMMON + textwrap.dedent('''
             row['weights'] = wandb.Histogram(np_histogram=%(histogram)r)
         if i == %(table_step)d:
             row['preds'] = wandb.Table(columns=%(columns)r, data=%(data)r)
+        if i == %(audio_step)d:
+            row['clip'] = wandb.Audio(sys.argv[2], caption='beep')
         run.log(row, step=i)
-    print('epoch done')
-    print('second line', file=sys.stderr)
+    for stream, text in %(console)r:
+        out = sys.stdout if stream == 'stdout' else sys.stderr
+        out.write(text)
+        out.flush()
     run.config.update({'late': 7})
     run.summary['best_acc'] = 0.93
     time.sleep(1.0)  # a few system metric samples
     run.finish()
 ''') % {'config': CONFIG, 'rows': ALPHA_ROWS, 'media': MEDIA_STEPS, 'histogram': HISTOGRAM,
-        'table_step': TABLE_STEP, 'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
+        'table_step': TABLE_STEP, 'audio_step': AUDIO_STEP, 'console': CONSOLE_WRITES, 'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
 
 _BETA = _COMMON + textwrap.dedent('''
     run = wandb.init(project='vision', name='beta', settings=wandb.Settings(x_disable_stats=True))
@@ -122,7 +134,11 @@ def _wait(process: subprocess.Popen, what: str) -> None:
 
 def write_wandb_runs(root: str) -> Dict[str, Any]:
     """Write the runs under ``root`` (``root/<part>/wandb/...``); returns what was logged to each run."""
-    alpha = _python(_ALPHA, os.path.join(root, 'alpha'))
+    wav = os.path.join(root, 'alpha', 'beep.wav')  # beside alpha's wandb/ directory
+    os.makedirs(os.path.dirname(wav), exist_ok=True)
+    with open(wav, 'wb') as stream:
+        stream.write(wav_bytes())
+    alpha = _python(_ALPHA, os.path.join(root, 'alpha'), wav)
     beta = _python(_BETA, os.path.join(root, 'beta'))
     empty = _python(_EMPTY, os.path.join(root, 'empty'))
     _wait(alpha, 'alpha')
@@ -172,6 +188,30 @@ def expected_runs() -> Dict[str, Any]:
         'gamma': {'experiment': 'vision', 'state': 'unfinished',
                   'metrics': {'loss': [(i, 50.0 + i, T0 + 300 + i) for i in range(KILLED_ROWS)]}},
     }
+
+
+def wav_bytes() -> bytes:
+    """The WAV file ``alpha`` logs as its audio clip: 0.1 s of a mono 16-bit saw wave."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, 'wb') as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(WAV_RATE)
+        writer.writeframes(b''.join(struct.pack('<h', (i * 397) % 4000 - 2000) for i in range(WAV_RATE // 10)))
+    return buffer.getvalue()
+
+
+def console_lines() -> List[tuple]:
+    """(text, streams) of the lines a terminal shows for ``CONSOLE_WRITES`` (both streams on one terminal,
+    a line's text after its last ``\\r``), and how many texts a ``\\r`` overwrote: written out by hand."""
+    return [('epoch done', 'stdout'), ('second line', 'stderr'), ('no newline, then stderr', 'stderr,stdout'),
+            ('progress 3/3', 'stdout'), ('warning: last', 'stderr'), ('tail without newline', 'stdout')]
+
+
+CONSOLE_OVERWRITTEN = 2  # 'progress 1/3', 'progress 2/3'
 
 
 def alpha_pixels(step: int):

@@ -106,7 +106,9 @@ class ReadCounters:
         self.records_skipped.inc(sum(v for k, v in stats.items() if k.startswith('records_skipped')))
         self.points_read.inc(sum(v for k, v in stats.items() if k.startswith('points_read'))
                              + stats['points_skipped:unsupported'])
-        self.points_skipped.inc(stats['points_skipped:unsupported'])
+        # ``points_skipped:unsupported``: points of no kind (read only here); any other
+        # ``points_skipped:<why>``: points read of a kind (in its ``points_read:<kind>``) and not kept
+        self.points_skipped.inc(sum(v for k, v in stats.items() if k.startswith('points_skipped:')))
         for name, value in stats.items():
             if name.startswith('points_read:'):  # by kind: points_read:metric, points_read:image, ...
                 Metrics.counter(NAMESPACE, name).inc(value)

@@ -24,8 +24,11 @@ records map to Aim (README, "W&B runs into Aim"):
   less the creation time) is not a sequence;
 * ``stats`` records (system metrics) → metrics named by W&B's key (``cpu``, ``gpu.0.gpu``...) in the
   context ``{"system": "wandb"}``, one step per sample;
-* console output (``output_raw`` / ``output``) → text sequence ``console`` in the context
-  ``{"stream": "stdout"|"stderr"}``, one point per line, stepped by line;
+* console output (``output_raw`` / ``output``) → Aim's terminal logs (the ``logs`` sequence of
+  ``aim.log_line``s in the empty context that Aim's own capture writes and its UI's Logs tab shows):
+  stdout and stderr as one terminal, one point per line stepped 0, 1, 2, ... over the run's files, the
+  text after a line's last ``\r`` (``transforms.wandb_console``); each line keeps its streams beside
+  its text (``stream``); the texts a ``\r`` overwrote are counted as read and skipped;
 * W&B's bookkeeping records (``header``, ``telemetry``, ``files``, ``metric``, ...) carry no run data
   and are read, not converted; other artifacts, alerts and TensorBoard records are dead letters.
 
@@ -49,16 +52,16 @@ from transforms.counted import CountedDoFn
 from transforms.counters import COUNTS, NAMESPACE
 from transforms.sequence_names import hold_aim_names
 from transforms.tensorboard import ReadCounters
+from transforms.wandb_console import OVERWRITTEN_REASON, ConsoleLine, ConsoleLines
 from transforms.wandb_plan import WandbPlan, is_wandb_file, plan_wandb_runs
-from transforms.wandb_values import (AUDIO, IMAGE, TEXT, Unconverted, convert_value, history_values, item_path,
+from transforms.wandb_values import (AUDIO, IMAGE, Unconverted, convert_value, history_values, item_path,
                                      json_value, merge_dict, remove_path, set_path, unflatten)
-from runmodel import METRIC, RunData, RunSpec, Series, Skip
+from runmodel import LOG_LINE, METRIC, TERMINAL_LOGS, RunData, RunSpec, Series, Skip
 
 __all__ = ['WandbPlan', 'plan_wandb_runs', 'is_wandb_file', 'WandbRun', 'ReadWandbRunFn', 'ReadWandb',
-           'wandb_run_data', 'read_run_head', 'SYSTEM_CONTEXT', 'CONSOLE', 'DEFAULT_EXPERIMENT']
+           'wandb_run_data', 'read_run_head', 'SYSTEM_CONTEXT', 'DEFAULT_EXPERIMENT']
 
 SYSTEM_CONTEXT = {'system': 'wandb'}
-CONSOLE = 'console'
 DEFAULT_EXPERIMENT = 'default'  # a run whose run record is lost has no project
 # history keys that are the row's axes, not values
 _STEP, _TIMESTAMP, _RUNTIME = '_step', '_timestamp', '_runtime'
@@ -198,6 +201,8 @@ class _FileReader:
         self.files_dir = posixpath.join(posixpath.dirname(path), 'files')
         self.stats = stats
         self.unconverted: Dict[str, int] = collections.Counter()
+        self.console = ConsoleLines()  # a file is one process's terminal
+        self.overwritten = 0
         self.step_offset: Optional[int] = None  # decided at the file's first history row
 
     def read_media(self, relative: str) -> bytes:
@@ -298,16 +303,35 @@ class _FileReader:
 
     def _on_output_raw(self, offset: int, output) -> None:
         stream = 'stdout' if output.output_type == output.STDOUT else 'stderr'
-        self.run.console(stream, output.line, _seconds(output.timestamp), self.url, offset)
-        self.state.saw_time(_seconds(output.timestamp))
+        wall_time = _seconds(output.timestamp)
+        for line in self.console.add(stream, output.line, wall_time, self.url, offset):
+            self._log_line(line)
+        self.state.saw_time(wall_time)
 
     _on_output = _on_output_raw
+
+    def end_console(self) -> None:
+        """The file's last line, if no newline ended it (the next file is another process's terminal)."""
+        line = self.console.end()
+        if line is not None:
+            self._log_line(line)
+
+    def _log_line(self, line: ConsoleLine) -> None:
+        self.run.append(LOG_LINE, TERMINAL_LOGS, {}, self.run.next_index((TERMINAL_LOGS,)), line.wall_time,
+                        {'text': line.text, 'stream': line.stream}, line.source, line.offset)
+        if line.overwritten:  # read as states of the line, not written: log_line points read and skipped
+            self.overwritten += line.overwritten
+            self.stats[f'points_read:{LOG_LINE}'] += line.overwritten
+            self.stats['points_skipped:overwritten'] += line.overwritten
 
     def dead_letters(self) -> Iterator[Skip]:
         for reason, count in sorted(self.unconverted.items()):
             self.stats['points_skipped:unsupported'] += count
             yield Skip(self.url, reason, 'point', count=count)
         self.unconverted.clear()
+        if self.overwritten:
+            yield Skip(self.url, OVERWRITTEN_REASON, 'point', count=self.overwritten, detail=f'{LOG_LINE} {TERMINAL_LOGS!r}')
+            self.overwritten = 0
 
 
 class WandbRun:
@@ -332,11 +356,10 @@ class WandbRun:
         self.pending_bytes = 0
         self.last_step = -1
         self.indexes: Dict[tuple, int] = collections.defaultdict(int)
-        self.lines: Dict[str, List[Any]] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for name in ('columns', 'pending', 'pending_bytes', 'last_step', 'indexes', 'lines'):
+        for name in ('columns', 'pending', 'pending_bytes', 'last_step', 'indexes'):
             state.pop(name, None)
         return state
 
@@ -361,28 +384,10 @@ class WandbRun:
         self.pending += 1
         if kind in (IMAGE, AUDIO):
             self.pending_bytes += sum(len(sample['data']) for sample in payload)
+        elif kind == LOG_LINE:
+            self.pending_bytes += len(payload['text'])
         elif isinstance(payload, str):
             self.pending_bytes += len(payload)
-
-    def console(self, stream: str, text: str, wall_time: float, source: str, offset: int) -> None:
-        """Console output comes in pieces; a line is a point when its newline arrives, dated by its first piece."""
-        held = self.lines.get(stream)
-        if held is None:
-            held = self.lines[stream] = ['', wall_time, source, offset]
-        pieces = (held[0] + text).split('\n')
-        for line in pieces[:-1]:
-            self.append(TEXT, CONSOLE, {'stream': stream}, self.next_index((CONSOLE, stream)), held[1], line,
-                        held[2], held[3], stream)
-            held[1], held[2], held[3] = wall_time, source, offset
-        held[0] = pieces[-1]
-        if not held[0]:
-            del self.lines[stream]
-
-    def _flush_lines(self) -> None:
-        for stream, (text, wall_time, source, offset) in sorted(self.lines.items()):
-            self.append(TEXT, CONSOLE, {'stream': stream}, self.next_index((CONSOLE, stream)), wall_time, text,
-                        source, offset, stream)
-        self.lines.clear()
 
     def _take_chunk(self, stats: collections.Counter) -> List[Series]:
         chunk = list(self.columns.values())
@@ -405,7 +410,6 @@ class WandbRun:
             if self.progress is not None:
                 self.progress.record('files')
         stats = collections.Counter()
-        self._flush_lines()
         if self.columns:
             yield from self._hand_over(data, self._take_chunk(stats))
         self.counters.count(stats)
@@ -454,6 +458,7 @@ class WandbRun:
                        'file')
         finally:
             stats['records_read'] += records
+        reader.end_console()
         yield from reader.dead_letters()
         if records or any(k.startswith('records_skipped') for k in stats):
             stats['files_read'] += 1
