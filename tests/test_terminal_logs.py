@@ -78,3 +78,28 @@ def test_log_lines_are_aims_terminal_logs_on_both_write_paths(tmp_path, monkeypa
     assert [(v.data, v.storage['stream']) for v in values] == lines
     assert times == [1_700_000_000.0 + step for step in range(4)]
     assert typed(run.meta_run_tree) == own_typed == ('aim.log_line', ['sequence'])
+
+
+def test_log_lines_into_mlflow_are_one_text_file(tmp_path):
+    """A W&B source composes with the MLflow destination too: a run's terminal lines are the artifact
+    ``console/logs.txt``, a line each in step order; written again, the file is present, not rewritten."""
+    from mlflow import MlflowClient
+
+    from connectors.mlflow_sink import MlflowRunWriter
+    from runmodel import LOG_LINE, TERMINAL_LOGS, RunData, RunSpec, Series
+
+    series = Series(LOG_LINE, TERMINAL_LOGS, {}, source='f')
+    for step, (text, stream) in enumerate([('epoch 1', 'stdout'), ('', 'stdout'), ('warning', 'stderr')]):
+        series.append(step, 1_700_000_000.0 + step, {'text': text, 'stream': stream}, step)
+    uri = (tmp_path / 'mlruns').as_uri()  # a file store: no database to create
+    writer = MlflowRunWriter(uri, artifact_location=str(tmp_path / 'artifacts'))
+    spec = RunSpec(identity='id-logs', name='logs', experiment='e', creation_time=1_700_000_000.0,
+                   end_time=1_700_000_002.0)
+    skips = []
+    first = writer.write(RunData(spec, [series]), skips.append)
+    again = writer.write(RunData(spec, [series]), skips.append)
+    assert (first.points, first.present, again.points, again.present) == ({LOG_LINE: 3}, 0, {LOG_LINE: 3}, 3)
+    assert skips == []
+    local = MlflowClient(uri).download_artifacts(first.run_id, 'console/logs.txt', str(tmp_path))
+    with open(local, encoding='utf-8') as stream:
+        assert stream.read() == 'epoch 1\n\nwarning\n'
