@@ -34,7 +34,8 @@ from aim.ext.resource.log import LogLine
 from aim.storage.inmemorytreeview import InMemoryTreeView
 from aim.storage.types import BLOB
 
-__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'to_log_line', 'distribution_edges',
+__all__ = ['OBJECT_CONVERTERS', 'to_image', 'to_distribution', 'to_text', 'to_audio', 'to_log_line',
+           'distribution_edges',
            'distribution_buckets', 'uniform_buckets', 'REBIN_BUCKETS']
 
 EDGES_KEY = 'edges'

@@ -164,7 +164,8 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert result.returncode == 0, result.stderr[-3000:]
     check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
     skipped = sorted((s['kind'], s['reason'], s['count']) for s in map(json.loads, open(tmp_path / 'skipped.jsonl')))
-    assert skipped == [('point', OVERWRITTEN_REASON, CONSOLE_OVERWRITTEN), ('point', "history key 'shape': list value", 1),
+    assert skipped == [('point', OVERWRITTEN_REASON, CONSOLE_OVERWRITTEN),
+                       ('point', "history key 'shape': list value", 1),
                        ('run', 'run holds no point (no history row, system metric or console line): not created, '
                                'its config and summary not written', 0)]
     counters = _counters(tmp_path)

@@ -5,9 +5,9 @@ what was logged to them; plus an independent, minimal ``.wandb`` reader for comp
 
 * ``alpha`` (project ``vision``): 200 history rows with explicit ``_timestamp`` (scalars, a ``/`` in a
   key, nested keys, a string), images, histograms, a table, an audio clip (a WAV file), a list (not
-  convertible), console output (``CONSOLE_WRITES``: both streams interleaved, ``\r`` rewrites, a last
-  line without a newline), config (nested, and updated later), tags, notes, group, job type, a summary value, system metrics
-  sampled every 0.2 s;
+  convertible), console output (``CONSOLE_WRITES``: both streams interleaved, ``\\r`` rewrites, a last
+  line without a newline), config (nested, and updated later), tags, notes, group, job type, a summary
+  value, system metrics sampled every 0.2 s;
 * ``beta`` (``vision``): five rows, finished with exit code 1;
 * ``resumed`` (``nlp``, id ``resumeme``): two processes with the same id, five rows each (W&B restarts
   ``_step`` at 0 offline);
@@ -89,7 +89,8 @@ _ALPHA = _COMMON + textwrap.dedent('''
     time.sleep(1.0)  # a few system metric samples
     run.finish()
 ''') % {'config': CONFIG, 'rows': ALPHA_ROWS, 'media': MEDIA_STEPS, 'histogram': HISTOGRAM,
-        'table_step': TABLE_STEP, 'audio_step': AUDIO_STEP, 'console': CONSOLE_WRITES, 'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
+        'table_step': TABLE_STEP, 'audio_step': AUDIO_STEP, 'console': CONSOLE_WRITES,
+        'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
 
 _BETA = _COMMON + textwrap.dedent('''
     run = wandb.init(project='vision', name='beta', settings=wandb.Settings(x_disable_stats=True))

@@ -27,8 +27,8 @@ records map to Aim (README, "W&B runs into Aim"):
 * console output (``output_raw`` / ``output``) → Aim's terminal logs (the ``logs`` sequence of
   ``aim.log_line``s in the empty context that Aim's own capture writes and its UI's Logs tab shows):
   stdout and stderr as one terminal, one point per line stepped 0, 1, 2, ... over the run's files, the
-  text after a line's last ``\r`` (``transforms.wandb_console``); each line keeps its streams beside
-  its text (``stream``); the texts a ``\r`` overwrote are counted as read and skipped;
+  text after a line's last ``\\r`` (``transforms.wandb_console``); each line keeps its streams beside
+  its text (``stream``); the texts a ``\\r`` overwrote are counted as read and skipped;
 * W&B's bookkeeping records (``header``, ``telemetry``, ``files``, ``metric``, ...) carry no run data
   and are read, not converted; other artifacts, alerts and TensorBoard records are dead letters.
 
@@ -330,7 +330,8 @@ class _FileReader:
             yield Skip(self.url, reason, 'point', count=count)
         self.unconverted.clear()
         if self.overwritten:
-            yield Skip(self.url, OVERWRITTEN_REASON, 'point', count=self.overwritten, detail=f'{LOG_LINE} {TERMINAL_LOGS!r}')
+            yield Skip(self.url, OVERWRITTEN_REASON, 'point', count=self.overwritten,
+                       detail=f'{LOG_LINE} {TERMINAL_LOGS!r}')
             self.overwritten = 0
 
 
