@@ -234,7 +234,7 @@ def _record(measured: List[Dict[str, Any]], readers: Optional[Dict[str, Any]], e
         out.write(f'- machine: {info["cores"]} cores, {info["ram"]} RAM, {info["cpu"]}; Python {info["python"]}; '
                   f'load average at the end {info["load"]}\n')
         out.write(f'- data: `benchmarks.wandb_bench`, one run written by wandb 0.31 offline, hard-linked under N run '
-                  f'ids; command `python -m pipelines.wandb_to_aim --wandb-dir DIR --repo REPO {" ".join(extra)}`\n')
+                  f'ids; command `{" ".join(["python -m pipelines.wandb_to_aim --wandb-dir DIR --repo REPO"] + extra)}`\n')
         if readers:
             out.write('- readers side by side, each a subprocess timing its own reading (start-up and imports '
                       'excluded), interleaved pairs: runferry\'s `connectors.wandb_file.iter_records` (CRC-checked '
