@@ -96,7 +96,8 @@ def wandb_files(wandb_dir: str) -> List[str]:
 def reader_commands(wandb_python: str, files: List[str]) -> Dict[str, List[str]]:
     """The two readers' commands over ``files``: runferry's in this venv, W&B's in its own venv."""
     return {'runferry': [sys.executable, '-m', 'benchmarks.wandb_reader_runferry'] + files,
-            'wandb': [wandb_python, os.path.join(HERE, 'wandb_reader_own.py')] + files}
+            # -I: the script's directory (benchmarks/) is not put on W&B's import path
+            'wandb': [wandb_python, '-I', os.path.join(HERE, 'wandb_reader_own.py')] + files}
 
 
 _COUNTED = ('files', 'records', 'by_type', 'history_rows', 'history_items')
