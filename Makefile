@@ -29,7 +29,12 @@ AIM_CONVERT_VENV := .bench/aim-convert-venv/.installed
 $(AIM_CONVERT_VENV): benchmarks/aim_convert_requirements.txt $(STAMP)
 	$(PY) -m benchmarks.aim_convert_venv
 
-bench: $(STAMP) $(AIM_CONVERT_VENV)
+# W&B's own Python .wandb reader (wandb 0.29.0, every package pinned) for the W&B step's side-by-side, likewise
+WANDB_READER_VENV := .bench/wandb-reader-venv/.installed
+$(WANDB_READER_VENV): benchmarks/wandb_reader_requirements.txt $(STAMP)
+	$(PY) -m benchmarks.wandb_reader_venv
+
+bench: $(STAMP) $(AIM_CONVERT_VENV) $(WANDB_READER_VENV)
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.tf_to_mlflow
 

@@ -33,8 +33,10 @@ ratio reported is the median pair's, with every pair's listed.
 4. MLflow: ``python -m pipelines.mlflow_to_aim`` on a SQLite store of ``--mlflow-runs`` small runs,
    beside mlflow-export-import's ``export-experiments`` (``benchmarks.mlflow_bench``; ``--mlflow-only``
    runs only this step).
-5. W&B: ``python -m pipelines.wandb_to_aim`` on directories of ``--wandb-runs`` runs (10 and 1,000),
-   its rate and its peak memory as the runs grow (``benchmarks.wandb_bench``; ``--wandb-only``).
+5. W&B: runferry's ``.wandb`` reader against W&B's own Python reader (wandb 0.29.0 in its own venv) on the
+   files of ``--wandb-reader-runs`` runs, in ``--trials`` interleaved pairs; ``python -m pipelines.wandb_to_aim``
+   on directories of ``--wandb-runs`` runs (10 and 1,000), its rate and its peak memory as the runs grow
+   (``benchmarks.wandb_bench``; ``--wandb-only``).
 6. ``aim convert tensorboard`` itself, from its own pinned venv, against ``tf_to_aim`` on logdirs of
    ``--runs-list`` runs (200 and 2,000), in ``--trials`` interleaved pairs; runferry's fixed cost apart
    from its rate; both repos counted through Aim's SDK; the bucket repo (``--repo s3://`` on moto) with
@@ -60,6 +62,7 @@ from benchmarks.logdir import (CONTEXTS, HISTOGRAM_BINS, HISTOGRAM_TAG, HISTOGRA
                                KINDS, OBJECT_EVERY, OBJECT_STEPS, STEPS, TAGS, ensure_logdir, run_names, run_salt,
                                subset_logdir)
 from benchmarks.measure import TreeMemory, empty_trash, machine, set_aside
+from benchmarks.wandb_bench import READER_RUNS
 
 __all__ = ['main', 'set_aside', 'empty_trash', 'run_tf_to_aim', 'per_point_rate', 'decode_rates', 'verify_repo',
            'machine']
@@ -314,6 +317,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--wandb-runs', default='10,1000',
                         help='run counts of the W&B directories converted by wandb_to_aim (benchmarks.wandb_bench; '
                              'empty: skip)')
+    parser.add_argument('--wandb-reader-runs', type=int, default=READER_RUNS,
+                        help='runs whose .wandb files runferry\'s reader and W&B\'s own read side by side (0: skip)')
     parser.add_argument('--wandb-only', action='store_true', help='only the W&B step')
     add_aim_convert_arguments(parser)  # --runs-list, --bucket-workers
     parser.add_argument('--aim-convert-only', action='store_true', help='only the comparison with aim convert')
@@ -334,7 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wandb_sizes and status == 0 and not args.mlflow_only:
             from benchmarks.wandb_bench import measure_wandb
 
-            measure_wandb(args.cache, wandb_sizes, args.extra, record=not args.no_record)
+            measure_wandb(args.cache, wandb_sizes, args.extra, record=not args.no_record, trials=args.trials,
+                          reader_runs=args.wandb_reader_runs)
         if args.runs_list and status == 0 and not (args.mlflow_only or args.wandb_only):
             status = _aim_convert_step(args)
         return status

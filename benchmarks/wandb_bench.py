@@ -1,18 +1,27 @@
-"""``make bench``'s W&B step: ``python -m pipelines.wandb_to_aim`` on directories of 10 and of 1,000 W&B
-runs, for its rate and for its peak memory as the number of runs grows (issue 19).
+"""``make bench``'s W&B step (issue 19): runferry's ``.wandb`` reader against W&B's own Python reader on the
+same files, and ``python -m pipelines.wandb_to_aim`` on directories of 10 and of 1,000 W&B runs, for its
+rate and for its peak memory as the number of runs grows.
 
-    python -m benchmarks.run --wandb-only [--wandb-runs 10,1000]
+    python -m benchmarks.run --wandb-only [--wandb-runs 10,1000] [--wandb-reader-runs 50] [--trials 3]
 
 The runs: one run written once by the real ``wandb`` package in offline mode (``WANDB_MODE=offline``,
 no network; 2,000 history rows of 8 keys, two of them nested, and a config), cached under the bench
 cache; a directory of N runs holds N hard links of its ``.wandb`` file, each under its own run id in
 W&B's own layout (``wandb/offline-run-<time>-<id>/run-<id>.wandb``), which runferry takes as N runs.
 
-There is no side-by-side: the pinned wandb (0.31) ships no reader of ``.wandb`` files a user could run
-instead. Its reader is Go code inside ``wandb-core`` that only ``wandb sync`` runs, and only towards a
-W&B server; ``aim convert wandb`` and SwanLab's converter read through W&B's server API. So the figures
-are runferry's own: runs/s and points/s end to end, the reader's records/s alone (in this process, for
-the file's records), and the peak memory of the process tree and of its largest process.
+1. The readers side by side, on the ``.wandb`` files of a directory of ``--wandb-reader-runs`` runs:
+   runferry's (``connectors.wandb_file.iter_records``: chunks CRC-checked and joined, each record parsed
+   into W&B's ``Record`` proto; ``benchmarks.wandb_reader_runferry``) against W&B's own Python reader
+   (``wandb.sdk.internal.datastore.DataStore`` + the same ``Record`` parse, what ``wandb sync`` ran in
+   Python; ``benchmarks/wandb_reader_own.py`` in the venv of ``benchmarks.wandb_reader_venv``: wandb
+   0.29.0, the newest release that ships it; the pinned wandb 0.31 reads these files only in its Go
+   ``wandb-core``, and only to sync them to a server). Each is a subprocess that times its own reading
+   (start-up and imports excluded), in ``--trials`` interleaved pairs (the order alternating); the ratio
+   is the median pair's records/s. Both readers' counts (records, by record type, history rows and
+   items) must be equal: a difference is printed loudly and recorded, not hidden.
+2. ``python -m pipelines.wandb_to_aim`` on directories of ``--wandb-runs`` runs (10 and 1,000): runs/s,
+   points/s and records/s end to end (records/s beside the readers' above), and the peak memory of the
+   process tree and of its largest process, which must stay flat as the runs grow.
 """
 from __future__ import annotations
 
@@ -24,16 +33,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from benchmarks.measure import TreeMemory, machine, set_aside
 
-__all__ = ['measure_wandb', 'ensure_wandb_run', 'ensure_wandb_dir', 'ROWS', 'KEYS']
+__all__ = ['measure_wandb', 'compare_readers', 'reader_commands', 'counts_differ', 'wandb_files', 'ensure_wandb_run',
+           'ensure_wandb_dir', 'ROWS', 'KEYS', 'READER_RUNS']
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, 'RESULTS.md')
 ROWS = 2000
+READER_RUNS = 50  # runs whose files the readers read, side by side (~6,000 records a run)
 KEYS = 8  # loss, acc, lr, grad/norm, grad/max, val/loss, val/acc, epoch: every row holds all of them
 _WRITER = textwrap.dedent('''
     import os, sys
@@ -77,16 +88,81 @@ def ensure_wandb_dir(cache: str, template: str, runs: int) -> str:
     return root
 
 
-def reader_rate(path: str, repeats: int = 20) -> float:
-    """Records/s of ``connectors.wandb_file.iter_records`` alone on ``path`` (decoded protobufs)."""
-    from connectors.wandb_file import iter_records
+def wandb_files(wandb_dir: str) -> List[str]:
+    """The ``.wandb`` files of a directory made by ``ensure_wandb_dir``, in run order."""
+    return sorted(glob.glob(os.path.join(wandb_dir, 'wandb', '*-run-*', '*.wandb')))
 
-    records = 0
+
+def reader_commands(wandb_python: str, files: List[str]) -> Dict[str, List[str]]:
+    """The two readers' commands over ``files``: runferry's in this venv, W&B's in its own venv."""
+    return {'runferry': [sys.executable, '-m', 'benchmarks.wandb_reader_runferry'] + files,
+            # -I: the script's directory (benchmarks/) is not put on W&B's import path
+            'wandb': [wandb_python, '-I', os.path.join(HERE, 'wandb_reader_own.py')] + files}
+
+
+_COUNTED = ('files', 'records', 'by_type', 'history_rows', 'history_items')
+
+
+def counts_differ(ours: Dict[str, Any], theirs: Dict[str, Any]) -> List[str]:
+    """What the two readers counted differently (``key: runferry X, wandb Y``), and runferry's problems
+    (an intact file has none); empty when they agree."""
+    diffs = [f'{key}: runferry {ours.get(key)!r}, wandb {theirs.get(key)!r}'
+             for key in _COUNTED if ours.get(key) != theirs.get(key)]
+    return diffs + [f'runferry reported a problem: {problem}' for problem in ours.get('problems', [])]
+
+
+def _run_reader(cmd: List[str]) -> Dict[str, Any]:
+    """One reader in a subprocess: its JSON counts and timing, the process's wall time and peak memory."""
     started = time.perf_counter()
-    for _ in range(repeats):
-        with open(path, 'rb') as stream:
-            records += sum(1 for _ in iter_records(stream))
-    return records / (time.perf_counter() - started)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeMemory(proc.pid) as memory:
+        output, errors = proc.communicate()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f'{cmd[0]} {cmd[1]} ... failed ({proc.returncode}):\n{errors[-3000:]}')
+    result = json.loads(output)
+    result.update(wall=wall, peak_mb=memory.peak_total / 2 ** 20)
+    return result
+
+
+def compare_readers(wandb_python: str, files: List[str], trials: int, log=print) -> Dict[str, Any]:
+    """runferry's reader and W&B's on ``files``, in ``trials`` interleaved pairs (runferry first in odd
+    trials, W&B first in even ones): every pair, the median pair (by ratio of records/s), and every
+    difference between the counts of any run."""
+    commands = reader_commands(wandb_python, files)
+    pairs, differences = [], []
+    for trial in range(1, trials + 1):
+        order = ['runferry', 'wandb'] if trial % 2 else ['wandb', 'runferry']
+        pair = {name: _run_reader(commands[name]) for name in order}
+        ours, theirs = pair['runferry'], pair['wandb']
+        pair['ratio'] = ours['records_per_s'] / theirs['records_per_s']
+        pairs.append(pair)
+        differences += [f'trial {trial}: {diff}' for diff in counts_differ(ours, theirs)]
+        log(f'readers, trial {trial}: runferry {ours["records_per_s"]:,.0f} records/s ({ours["seconds"]:.2f}s), '
+            f'{theirs["reader"]} {theirs["records_per_s"]:,.0f} records/s ({theirs["seconds"]:.2f}s) '
+            f'-> {pair["ratio"]:.2f}x', flush=True)
+    median = sorted(pairs, key=lambda pair: pair['ratio'])[len(pairs) // 2]
+    return {'pairs': pairs, 'median': median, 'differences': differences, 'files': len(files)}
+
+
+def _reader_lines(readers: Dict[str, Any]) -> List[str]:
+    """The side-by-side's summary: rates, counts, ratio; a loud line per difference."""
+    ours, theirs = readers['median']['runferry'], readers['median']['wandb']
+    ratios = ', '.join(f'{pair["ratio"]:.2f}x' for pair in readers['pairs'])
+    lines = [f'readers, {readers["files"]} files, median of {len(readers["pairs"])} pairs: runferry '
+             f'{ours["records_per_s"]:,.0f} records/s, {theirs["reader"]} {theirs["records_per_s"]:,.0f} records/s: '
+             f'**{readers["median"]["ratio"]:.2f}x** (pairs: {ratios})']
+    for name, result in (('runferry', ours), ('wandb', theirs)):
+        lines.append(f'{name} counted {result["records"]:,} records in {result["files"]} files '
+                     f'({", ".join(f"{kind} {count:,}" for kind, count in result["by_type"].items())}), '
+                     f'{result["history_rows"]:,} history rows of {result["history_items"]:,} items; process '
+                     f'{result["wall"]:.1f}s wall with start-up, peak memory {result["peak_mb"]:.0f} MB')
+    if readers['differences']:
+        lines += [f'!!! COUNTS DIFFER: {diff}' for diff in readers['differences']]
+    else:
+        lines.append('counts equal in every trial (records, by record type, history rows and items); runferry '
+                     'reported no problem')
+    return lines
 
 
 def run_wandb_to_aim(wandb_dir: str, repo: str, extra: List[str]) -> Dict[str, Any]:
@@ -107,11 +183,23 @@ def run_wandb_to_aim(wandb_dir: str, repo: str, extra: List[str]) -> Dict[str, A
             'peak_process_mb': memory.peak_single / 2 ** 20}
 
 
-def measure_wandb(cache: str, sizes: List[int], extra: List[str], record: bool) -> List[Dict[str, Any]]:
+def measure_wandb(cache: str, sizes: List[int], extra: List[str], record: bool, trials: int = 3,
+                  reader_runs: int = READER_RUNS) -> List[Dict[str, Any]]:
+    """1. the readers side by side on ``reader_runs`` runs' files (0: not compared), 2. ``wandb_to_aim``
+    on each of ``sizes``; printed, and appended to RESULTS.md if ``record``."""
     template = ensure_wandb_run(cache)
-    rate = reader_rate(template)
-    print(f'wandb run: {template} ({os.path.getsize(template) / 2 ** 20:.1f} MB, {ROWS:,} rows x {KEYS} keys); '
-          f'the reader alone: {rate:,.0f} records/s', flush=True)
+    print(f'wandb run: {template} ({os.path.getsize(template) / 2 ** 20:.1f} MB, {ROWS:,} rows x {KEYS} keys)',
+          flush=True)
+    readers = None
+    if reader_runs:
+        from benchmarks.wandb_reader_venv import ensure_venv
+
+        files = wandb_files(ensure_wandb_dir(cache, template, reader_runs))
+        readers = compare_readers(ensure_venv(cache), files, trials)
+        for line in _reader_lines(readers):
+            print(line, flush=True, file=sys.stderr if line.startswith('!!!') else sys.stdout)
+    # every run is the template's file: its record count is the readers' count over their files
+    records_per_run = readers['median']['runferry']['records'] / readers['files'] if readers else None
     measured = []
     for runs in sizes:
         wandb_dir = ensure_wandb_dir(cache, template, runs)
@@ -122,18 +210,24 @@ def measure_wandb(cache: str, sizes: List[int], extra: List[str], record: bool) 
             raise SystemExit(f'wandb_to_aim wrote {counters.get("runs_written")} runs and '
                              f'{counters.get("points_written")} points; expected {runs} runs and at least '
                              f'{expected_points} points')
-        result.update(runs=runs, points=counters['points_written'])
+        result.update(runs=runs, points=counters['points_written'],
+                      records=runs * records_per_run if records_per_run else None)
         measured.append(result)
         print(f'wandb_to_aim, {runs:,} runs: {result["wall"]:.1f}s, {runs / result["wall"]:.1f} runs/s, '
-              f'{result["points"] / result["wall"]:,.0f} points/s, peak memory {result["peak_tree_mb"]:.0f} MB '
-              f'(process tree) / {result["peak_process_mb"]:.0f} MB (largest process)', flush=True)
+              f'{result["points"] / result["wall"]:,.0f} points/s, {_records_rate(result)} records/s, peak memory '
+              f'{result["peak_tree_mb"]:.0f} MB (process tree) / {result["peak_process_mb"]:.0f} MB (largest process)',
+              flush=True)
     if record:
-        _record(measured, rate, extra)
+        _record(measured, readers, extra)
         print(f'appended to {os.path.relpath(RESULTS, ROOT)}', flush=True)
     return measured
 
 
-def _record(measured: List[Dict[str, Any]], rate: float, extra: List[str]) -> None:
+def _records_rate(result: Dict[str, Any]) -> str:
+    return f'{result["records"] / result["wall"]:,.0f}' if result['records'] else '-'
+
+
+def _record(measured: List[Dict[str, Any]], readers: Optional[Dict[str, Any]], extra: List[str]) -> None:
     info = machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     with open(RESULTS, 'a') as out:
@@ -141,10 +235,19 @@ def _record(measured: List[Dict[str, Any]], rate: float, extra: List[str]) -> No
         out.write(f'- machine: {info["cores"]} cores, {info["ram"]} RAM, {info["cpu"]}; Python {info["python"]}; '
                   f'load average at the end {info["load"]}\n')
         out.write(f'- data: `benchmarks.wandb_bench`, one run written by wandb 0.31 offline, hard-linked under N run '
-                  f'ids; command `python -m pipelines.wandb_to_aim --wandb-dir DIR --repo REPO {" ".join(extra)}`\n')
-        out.write(f'- the reader alone (`connectors.wandb_file.iter_records`): {rate:,.0f} records/s; no side-by-side: '
-                  f'wandb 0.31 ships no reader of .wandb files a user could run instead\n\n')
-        out.write('| runs | wall | runs/s | points/s | peak memory (tree / largest process) |\n|---|---|---|---|---|\n')
+                  f'ids; command `{" ".join(["python -m pipelines.wandb_to_aim --wandb-dir DIR --repo REPO"] + extra)}`\n')
+        if readers:
+            out.write('- readers side by side, each a subprocess timing its own reading (start-up and imports '
+                      'excluded), interleaved pairs: runferry\'s `connectors.wandb_file.iter_records` (CRC-checked '
+                      'chunks joined, `Record` parsed) against W&B\'s own Python reader, '
+                      '`wandb.sdk.internal.datastore.DataStore.scan_data` + `Record.ParseFromString` from wandb 0.29.0 '
+                      '(the newest release that ships it) in its own pinned venv; protobuf 6.33.6 (upb) in both\n')
+            out.writelines(f'  - {line}\n' for line in _reader_lines(readers))
+        else:
+            out.write('- readers not compared (`--wandb-reader-runs 0`)\n')
+        out.write('\n| runs | wall | runs/s | points/s | records/s | peak memory (tree / largest process) |\n'
+                  '|---|---|---|---|---|---|\n')
         for m in measured:
             out.write(f'| {m["runs"]:,} | {m["wall"]:.1f}s | {m["runs"] / m["wall"]:.1f} | '
-                      f'{m["points"] / m["wall"]:,.0f} | {m["peak_tree_mb"]:.0f} MB / {m["peak_process_mb"]:.0f} MB |\n')
+                      f'{m["points"] / m["wall"]:,.0f} | {_records_rate(m)} | '
+                      f'{m["peak_tree_mb"]:.0f} MB / {m["peak_process_mb"]:.0f} MB |\n')

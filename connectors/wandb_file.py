@@ -60,8 +60,12 @@ class RawRecord(NamedTuple):
     payload: bytes
 
 
+# the CRC of each possible type byte, the start value of its chunks' CRC (computed once, not per chunk)
+_TYPE_CRC = tuple(zlib.crc32(bytes((chunk_type,))) for chunk_type in range(256))
+
+
 def _crc(chunk_type: int, data: bytes) -> int:
-    return zlib.crc32(data, zlib.crc32(bytes((chunk_type,))))
+    return zlib.crc32(data, _TYPE_CRC[chunk_type])
 
 
 def chunk(chunk_type: int, data: bytes) -> bytes:
@@ -121,7 +125,7 @@ def iter_raw_records(stream: BinaryIO) -> Iterator[Union[RawRecord, Problem]]:
                 pending, skipping = None, True
                 break
             data = block[i + _HEADER_SIZE:i + _HEADER_SIZE + length]
-            if _crc(chunk_type, data) != crc:
+            if zlib.crc32(data, _TYPE_CRC[chunk_type]) != crc:
                 yield Problem(offset, 'chunk fails its CRC; rest of block skipped', 'chunk_crc')
                 pending, skipping = None, True
                 break
