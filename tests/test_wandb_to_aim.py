@@ -100,6 +100,10 @@ def check_converted(repo_path: str, root: str, expected: dict, names) -> None:
             assert all(abs(a[2] - b[2]) < 1e-3 for a, b in zip(got, points)), (name, metric)
         own = {key[2] for key in metrics if key[0] == name and key[1] == NO_CONTEXT}
         assert own == set(want['metrics']), name  # nothing invented (_step, _timestamp, _runtime are axes)
+    if 'resumed' in names:  # its files' lines numbered on, each file's unended last line kept as a line
+        logs = _run(Repo.from_path(repo_path), 'resumed').get_terminal_logs()
+        steps, (lines, _, _) = logs.data.items_list()
+        assert (steps, [line.data for line in lines]) == ([0, 1], expected['resumed']['log_lines'])
     if 'alpha' not in names:
         return
     alpha = runs['alpha']['attributes']
@@ -172,9 +176,10 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert counters['runs_written'] == 4
     assert counters['points_read'] == counters['points_written'] + counters['points_skipped']
     assert counters['points_skipped'] == 1 + CONSOLE_OVERWRITTEN
-    # console lines (alpha's, and gamma's 'logged'): each written; the texts a \r overwrote read and skipped
-    assert counters['points_written:log_line'] == len(console_lines()) + 1
-    assert counters['points_read:log_line'] == len(console_lines()) + 1 + CONSOLE_OVERWRITTEN
+    # console lines (alpha's, resumed's two, gamma's 'logged'): each written; the texts a \r overwrote read
+    # and skipped
+    assert counters['points_written:log_line'] == len(console_lines()) + 3
+    assert counters['points_read:log_line'] == len(console_lines()) + 3 + CONSOLE_OVERWRITTEN
     assert counters['points_written:audio'] == counters['points_read:audio'] == 1
     assert 'log_line' in result.stdout and 'console text overwritten by a carriage return' in result.stdout
 

@@ -111,6 +111,8 @@ _RESUMED = _COMMON + textwrap.dedent('''
     for i in range(5):
         k = part * 5 + i
         run.log({'loss': 100.0 + k, '_timestamp': T0 + 200 + k})
+    sys.stdout.write(f'part {part}, no newline')  # each process's last line: a line of its own
+    sys.stdout.flush()
     run.finish()
 ''')
 
@@ -185,6 +187,7 @@ def expected_runs() -> Dict[str, Any]:
         'beta': {'experiment': 'vision', 'state': 'failed',
                  'metrics': {'loss': [(i, 10.0 + i, T0 + 100 + i) for i in range(5)]}},
         'resumed': {'experiment': 'nlp', 'state': 'finished', 'run_id': 'resumeme',
+                    'log_lines': ['part 0, no newline', 'part 1, no newline'],
                     'metrics': {'loss': [(k, 100.0 + k, T0 + 200 + k) for k in range(10)]}},
         'gamma': {'experiment': 'vision', 'state': 'unfinished',
                   'metrics': {'loss': [(i, 50.0 + i, T0 + 300 + i) for i in range(KILLED_ROWS)]}},
