@@ -103,3 +103,46 @@ def test_log_lines_into_mlflow_are_one_text_file(tmp_path):
     local = MlflowClient(uri).download_artifacts(first.run_id, 'console/logs.txt', str(tmp_path))
     with open(local, encoding='utf-8') as stream:
         assert stream.read() == 'epoch 1\n\nwarning\n'
+
+
+def test_lines_of_wandbs_terminal_emulator():
+    """``output`` records (W&B's ``redirect``/``wrap_emu`` console): whole lines; a leading ``\\r`` rewrites the
+    stream's last line (a progress bar's new state, at that line's step)."""
+    from transforms.wandb_console import emulated_lines
+
+    assert emulated_lines('a\n\nb\n') == [(False, 'a'), (False, ''), (False, 'b')]
+    assert emulated_lines('\r 50%\n') == [(True, ' 50%')]
+    assert emulated_lines('\r100%\nnext\n') == [(True, '100%'), (False, 'next')]
+    assert emulated_lines('win\r\n') == [(False, 'win')]
+    assert emulated_lines('') == []
+
+
+def test_emulated_rewrites_supersede_the_line_they_rewrite(tmp_path):
+    """Through the run reader: ``output`` records (as W&B's emulator writes them online, where it flushes
+    while a progress bar runs) in a small ``.wandb`` file; a rewrite goes to its stream's last line's step,
+    and merging the run keeps the last state there, counting the earlier ones as superseded."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from connectors.event_files import EventFileSource
+    from connectors.wandb_file import FILE_HEADER, FULL, chunk
+    from runmodel import LOG_LINE, read_whole
+    from transforms.wandb import wandb_run_data
+
+    records = [pb.Record(run=pb.RunRecord(run_id='emu', project='p'))]
+    for second, (stream, text) in enumerate([('stdout', 'epoch 1\n 10%\n'), ('stderr', 'warn\n'),
+                                             ('stdout', '\r 60%\n'), ('stdout', '\r100%\ndone\n')]):
+        output = pb.OutputRecord(line=text, output_type=getattr(pb.OutputRecord, stream.upper()))
+        output.timestamp.seconds = 1_700_000_000 + second
+        records.append(pb.Record(output=output))
+    directory = tmp_path / 'wandb' / 'run-20240101_000000-emu'
+    directory.mkdir(parents=True)
+    (directory / 'run-emu.wandb').write_bytes(
+        FILE_HEADER + b''.join(chunk(FULL, record.SerializeToString()) for record in records))
+    skips = []
+    whole, superseded = read_whole(wandb_run_data(EventFileSource(str(tmp_path)), 'emu',
+                                                  ['wandb/run-20240101_000000-emu/run-emu.wandb']), skips.append)
+    (logs,) = [series for series in whole.series if series.kind == LOG_LINE]
+    assert list(logs.steps) == [0, 1, 2, 3] and superseded == 2
+    assert [(v['text'], v['stream']) for v in logs.values] == [('epoch 1', 'stdout'), ('100%', 'stdout'),
+                                                               ('warn', 'stderr'), ('done', 'stdout')]
+    assert list(logs.wall_times) == [1_700_000_000.0, 1_700_000_003.0, 1_700_000_001.0, 1_700_000_003.0]

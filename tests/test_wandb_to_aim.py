@@ -104,6 +104,11 @@ def check_converted(repo_path: str, root: str, expected: dict, names) -> None:
         logs = _run(Repo.from_path(repo_path), 'resumed').get_terminal_logs()
         steps, (lines, _, _) = logs.data.items_list()
         assert (steps, [line.data for line in lines]) == ([0, 1], expected['resumed']['log_lines'])
+    if 'beta' in names:  # W&B's emulator wrote each stream's lines in one record (its order: W&B's)
+        logs = _run(Repo.from_path(repo_path), 'beta').get_terminal_logs()
+        steps, (lines, _, _) = logs.data.items_list()
+        assert steps == [0, 1]
+        assert sorted((line.data, line.storage['stream']) for line in lines) == expected['beta']['log_lines']
     if 'alpha' not in names:
         return
     alpha = runs['alpha']['attributes']
@@ -176,10 +181,10 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     assert counters['runs_written'] == 4
     assert counters['points_read'] == counters['points_written'] + counters['points_skipped']
     assert counters['points_skipped'] == 1 + CONSOLE_OVERWRITTEN
-    # console lines (alpha's, resumed's two, gamma's 'logged'): each written; the texts a \r overwrote read
-    # and skipped
-    assert counters['points_written:log_line'] == len(console_lines()) + 3
-    assert counters['points_read:log_line'] == len(console_lines()) + 3 + CONSOLE_OVERWRITTEN
+    # console lines (alpha's, beta's two, resumed's two, gamma's 'logged'): each written; the texts a \r
+    # overwrote read and skipped
+    assert counters['points_written:log_line'] == len(console_lines()) + 5
+    assert counters['points_read:log_line'] == len(console_lines()) + 5 + CONSOLE_OVERWRITTEN
     assert counters['points_written:audio'] == counters['points_read:audio'] == 1
     assert 'log_line' in result.stdout and 'console text overwritten by a carriage return' in result.stdout
 

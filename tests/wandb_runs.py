@@ -8,7 +8,8 @@ what was logged to them; plus an independent, minimal ``.wandb`` reader for comp
   convertible), console output (``CONSOLE_WRITES``: both streams interleaved, ``\\r`` rewrites, a last
   line without a newline), config (nested, and updated later), tags, notes, group, job type, a summary
   value, system metrics sampled every 0.2 s;
-* ``beta`` (``vision``): five rows, finished with exit code 1;
+* ``beta`` (``vision``): five rows, a line to each stream through W&B's terminal emulator
+  (``console='wrap_emu'``: ``output`` records, not ``output_raw``), finished with exit code 1;
 * ``resumed`` (``nlp``, id ``resumeme``): two processes with the same id, five rows each (W&B restarts
   ``_step`` at 0 offline);
 * ``empty`` (``vision``): a config, nothing logged (no point: no Aim run, one dead letter);
@@ -93,9 +94,12 @@ _ALPHA = _COMMON + textwrap.dedent('''
         'long_step': LONG_TEXT_STEP, 'long': LONG_TEXT, 'columns': TABLE['columns'], 'data': TABLE['data']}
 
 _BETA = _COMMON + textwrap.dedent('''
-    run = wandb.init(project='vision', name='beta', settings=wandb.Settings(x_disable_stats=True))
+    run = wandb.init(project='vision', name='beta',
+                     settings=wandb.Settings(x_disable_stats=True, console='wrap_emu'))
     for i in range(5):
         run.log({'loss': 10.0 + i, '_timestamp': T0 + 100 + i})
+    print('beta out')
+    print('beta err', file=sys.stderr)
     run.finish(exit_code=1)
 ''')
 
@@ -185,6 +189,7 @@ def expected_runs() -> Dict[str, Any]:
                   'description': 'first try', 'config': {**CONFIG, 'late': 7}, 'group': 'g1', 'job_type': 'train',
                   'entity': 'team', 'texts': {'phase': [(0, 'warmup')], 'long': [(LONG_TEXT_STEP, LONG_TEXT)]}},
         'beta': {'experiment': 'vision', 'state': 'failed',
+                 'log_lines': [('beta err', 'stderr'), ('beta out', 'stdout')],
                  'metrics': {'loss': [(i, 10.0 + i, T0 + 100 + i) for i in range(5)]}},
         'resumed': {'experiment': 'nlp', 'state': 'finished', 'run_id': 'resumeme',
                     'log_lines': ['part 0, no newline', 'part 1, no newline'],

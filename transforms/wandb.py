@@ -52,7 +52,7 @@ from transforms.counted import CountedDoFn
 from transforms.counters import COUNTS, NAMESPACE
 from transforms.sequence_names import hold_aim_names
 from transforms.tensorboard import ReadCounters
-from transforms.wandb_console import OVERWRITTEN_REASON, ConsoleLine, ConsoleLines
+from transforms.wandb_console import OVERWRITTEN_REASON, ConsoleLine, ConsoleLines, emulated_lines
 from transforms.wandb_plan import WandbPlan, is_wandb_file, plan_wandb_runs
 from transforms.wandb_values import (AUDIO, IMAGE, Unconverted, convert_value, history_values, item_path,
                                      json_value, merge_dict, remove_path, set_path, unflatten)
@@ -203,6 +203,7 @@ class _FileReader:
         self.unconverted: Dict[str, int] = collections.Counter()
         self.console = ConsoleLines()  # a file is one process's terminal
         self.overwritten = 0
+        self.emulated_last: Dict[str, int] = {}  # stream -> step of its last line from W&B's emulator
         self.step_offset: Optional[int] = None  # decided at the file's first history row
 
     def read_media(self, relative: str) -> bytes:
@@ -308,7 +309,18 @@ class _FileReader:
             self._log_line(line)
         self.state.saw_time(wall_time)
 
-    _on_output = _on_output_raw
+    def _on_output(self, offset: int, output) -> None:
+        """Lines of W&B's terminal emulator; one that rewrites its stream's last line is written at that
+        line's step again (the earlier state is superseded there, and counted so by the writer)."""
+        stream = 'stdout' if output.output_type == output.STDOUT else 'stderr'
+        wall_time = _seconds(output.timestamp)
+        for rewrite, text in emulated_lines(output.line):
+            step = self.emulated_last.get(stream) if rewrite else None
+            if step is None:
+                step = self.emulated_last[stream] = self.run.next_index((TERMINAL_LOGS,))
+            self.run.append(LOG_LINE, TERMINAL_LOGS, {}, step, wall_time, {'text': text, 'stream': stream},
+                            self.url, offset)
+        self.state.saw_time(wall_time)
 
     def end_console(self) -> None:
         """The file's last line, if no newline ended it (the next file is another process's terminal)."""

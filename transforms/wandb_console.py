@@ -2,7 +2,7 @@
 
 W&B writes one ``output_raw`` record per write a script makes to stdout or stderr (``print('a')`` is two
 pieces, ``'a'`` and ``'\\n'``; a progress bar's update is ``'\\rbar'``), each with its stream and wall
-time (offline, wandb 0.31 writes no ``output`` records; older W&B wrote them as lines, read the same way).
+time: ``ConsoleLines`` below. (``output`` records, from W&B's own terminal emulator: ``emulated_lines``.)
 Aim's own capture (``aim/ext/resource/tracker.py``, ``_store_buffered_logs``) sends both streams into one
 buffer, ends a line at ``\\n``, and keeps of a line the text after its last ``\\r`` (a progress bar's
 final state). ``ConsoleLines`` does the same over the pieces in record order, with two differences a
@@ -14,6 +14,13 @@ and which streams its pieces came from. The texts a ``\\r`` overwrote (each non-
 ``\\r`` of a line) are counted, not kept: Aim's capture wrote them at the line's step and then
 overwrote them too.
 
+W&B's ``console="redirect"`` and ``"wrap_emu"`` modes (``redirect``, W&B's default before wandb-core)
+write ``output`` records instead: one stream's lines already as a terminal shows them, from W&B's
+terminal emulator (``wandb/sdk/lib/redirect.py``, ``TerminalEmulator.read``), each ending in a newline;
+when the stream's last line changed since the emulator's previous read (a progress bar), the record
+begins with ``\\r`` and that line again. ``emulated_lines`` splits a record into lines, each marked when
+it rewrites the stream's last line (as W&B's own file stream reads them: ``CRDedupeFilePolicy``).
+
 ANSI escape sequences are kept as written (Aim's capture removes cursor-up/-down sequences and moves
 its line counter with them; runferry does not rewrite earlier lines).
 """
@@ -22,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional, Tuple
 
-__all__ = ['ConsoleLine', 'ConsoleLines', 'OVERWRITTEN_REASON']
+__all__ = ['ConsoleLine', 'ConsoleLines', 'emulated_lines', 'OVERWRITTEN_REASON']
 
 # (the report groups reasons without their parenthesized part)
 OVERWRITTEN_REASON = ('console text overwritten by a carriage return (a progress bar\'s earlier state: a terminal '
@@ -78,3 +85,14 @@ class ConsoleLines:
                            sum(1 for text in texts[:-1] if text))
         self._parts, self._streams, self._first = [], set(), None
         return line
+
+
+def emulated_lines(text: str) -> List[Tuple[bool, str]]:
+    """An ``output`` record's text → ``[(rewrites the stream's last line, line)]``. The newline ending the
+    record ends its last line (it starts no new one); a line's leading ``\\r`` marks a rewrite; ``\\r``
+    before a newline (Windows' ``os.linesep``) is not text."""
+    pieces = text.split('\n')
+    if len(pieces) > 1 and pieces[-1] == '':
+        pieces.pop()
+    return [(piece.startswith('\r'), piece[1:].rstrip('\r') if piece.startswith('\r') else piece.rstrip('\r'))
+            for piece in pieces if piece or len(pieces) > 1]
