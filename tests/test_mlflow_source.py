@@ -199,8 +199,40 @@ def test_source_follows_every_page(small_store):
     source = MlflowSource(uri, page_size=2)  # 6 runs, 5 experiments: every listing spans pages
     names = [e.name for e in source.experiments()]
     assert sorted(names) == ['Default', 'extra-0', 'extra-1', 'extra-2', 'small']
-    ids = [run_id for _, run_id in source.run_ids([experiment_id])]
+    ids = [run.info.run_id for _, run in source.runs([experiment_id])]
     assert sorted(ids) == sorted(expected)
+
+
+def test_a_sql_store_lists_run_ids_in_one_query_in_search_runs_order(tmp_path, monkeypatch):
+    """The launcher's listing of a SQL store: the ids alone, not a ``search_runs`` that builds every run,
+    in the order ``search_runs`` gives (oldest first, equal start times by run id), experiment by
+    experiment as asked, deleted runs only where asked."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    uri = f'sqlite:///{tmp_path}/mlflow.db'
+    client = MlflowClient(uri)
+    first, second = client.create_experiment('first'), client.create_experiment('second')
+    runs = {e: [client.create_run(e, start_time=ms).info.run_id for ms in (5, 3, 3, 3, 9, 3)] for e in (first, second)}
+    client.delete_run(runs[first][1])
+    client.delete_run(runs[second][4])
+
+    def listed(view):
+        return [(e, run.info.run_id) for e in (second, first)
+                for run in client.search_runs([e], run_view_type=view, order_by=['attributes.start_time ASC'])]
+
+    active, every, deleted = listed(ViewType.ACTIVE_ONLY), listed(ViewType.ALL), listed(ViewType.DELETED_ONLY)
+    assert len(active) == 10 and len(every) == 12 and len(deleted) == 2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('search_runs called to list run ids')
+
+    monkeypatch.setattr(MlflowClient, 'search_runs', refuse)
+    source = MlflowSource(uri)
+    assert list(source.run_ids([second, first])) == active
+    assert list(source.run_ids([second, first], include_deleted=True)) == every
+    assert list(source.deleted_run_ids([second, first])) == deleted
+    assert list(source.run_ids([])) == []
 
 
 def test_fetch_run_reads_everything_and_cleans_up(small_store):
