@@ -30,7 +30,7 @@ from connectors.retry import call_with_retry
 __all__ = ['MlflowSource', 'MlflowRunRecord', 'ExperimentRef', 'DatasetRecord', 'ModelRecord', 'SteppedImagePart',
            'normalize_tracking_uri', 'store_location_problem', 'select_experiments', 'artifact_kind',
            'stepped_image_part', 'run_datasets', 'IMAGE_EXTENSIONS', 'TEXT_EXTENSIONS', 'AUDIO_EXTENSIONS',
-           'PAGE_SIZE', 'BULK_POINTS']
+           'PAGE_SIZE', 'BULK_POINTS', 'SQL_IN_ITEMS']
 
 PAGE_SIZE = 1000  # MLflow's own default and maximum-friendly page for search_runs/search_experiments
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024  # bigger files (model weights...) are listed as skipped, not downloaded
@@ -40,6 +40,7 @@ TEXT_EXTENSIONS = frozenset({'txt', 'log', 'py', 'js', 'yaml', 'yml', 'json', 'c
 AUDIO_EXTENSIONS = frozenset({'flac', 'mp3', 'wav'})
 # a SQL store's metric histories are read this many points a query at most (about 50 MB of Python tuples)
 BULK_POINTS = 200_000
+SQL_IN_ITEMS = 500  # values in one SQL ``IN (...)`` list at most (each a bound parameter; SQLite's limit can be 999)
 MLFLOW_HTTP_RETRIES = '2'  # MLflow's own retries per HTTP request (its default, 7, is ~4 minutes a call)
 T = TypeVar('T')
 logger = logging.getLogger(__name__)
@@ -322,26 +323,29 @@ class MlflowSource:
             yield experiment_id, run.info.run_id
 
     def _sql_run_ids(self, store, experiment_ids: Sequence[str], stages: List[str]) -> Iterator[Tuple[str, str]]:
-        """``run_ids`` from a SQL store: the ids alone, in one query of MLflow's ``runs`` table, ordered as
-        ``search_runs(order_by=['attributes.start_time ASC'])`` orders them (runs without a start time
-        last, then by run id). ``search_runs`` builds every run whole (params, tags, latest metrics,
-        inputs, outputs) to list it: ~0.8 s of the launcher's start-up for 1,052 runs, before any worker
-        starts (benchmarks/RESULTS.md). The experiment ids are those ``experiments`` listed."""
+        """``run_ids`` from a SQL store: the ids alone, from MLflow's ``runs`` table (one query per
+        ``SQL_IN_ITEMS`` experiments), ordered as ``search_runs(order_by=['attributes.start_time ASC'])``
+        orders them (runs without a start time last, then by run id). ``search_runs`` builds every run
+        whole (params, tags, latest metrics, inputs, outputs) to list it: ~1 s of the launcher's CPU for
+        1,052 runs, before any worker starts (benchmarks/RESULTS.md, 2026-11-30). The experiment ids are
+        those ``experiments`` listed (in a workspace-aware store, the active workspace's)."""
         from mlflow.store.tracking.dbmodels.models import SqlRun
 
         wanted = [int(experiment_id) for experiment_id in experiment_ids]
 
-        def query():
+        def query(chunk: List[int]):
             with store.ManagedSessionMaker() as session:
                 return session.query(SqlRun.experiment_id, SqlRun.run_uuid) \
-                    .filter(SqlRun.experiment_id.in_(wanted), SqlRun.lifecycle_stage.in_(stages)) \
+                    .filter(SqlRun.experiment_id.in_(chunk), SqlRun.lifecycle_stage.in_(stages)) \
                     .order_by(SqlRun.start_time.is_(None), SqlRun.start_time, SqlRun.run_uuid).all()
 
-        by_experiment: Dict[str, List[str]] = {str(experiment_id): [] for experiment_id in wanted}
-        for experiment_id, run_id in (self._call(f'list runs of {len(wanted)} experiments', query) if wanted else []):
-            by_experiment[str(experiment_id)].append(run_id)
-        for experiment_id in experiment_ids:
-            for run_id in by_experiment.pop(str(int(experiment_id)), []):
+        by_experiment: Dict[int, List[str]] = {experiment_id: [] for experiment_id in wanted}
+        for start in range(0, len(wanted), SQL_IN_ITEMS):
+            chunk = wanted[start:start + SQL_IN_ITEMS]
+            for experiment_id, run_id in self._call(f'list runs of {len(chunk)} experiments', query, chunk):
+                by_experiment[int(experiment_id)].append(run_id)
+        for experiment_id, number in zip(experiment_ids, wanted):
+            for run_id in by_experiment.pop(number, []):
                 yield experiment_id, run_id
 
     def fetch_run(self, run_id: str) -> MlflowRunRecord:

@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from connectors import mlflow_source
 from connectors.mlflow_source import (ExperimentRef, MlflowRunRecord, MlflowSource, artifact_kind,
                                       normalize_tracking_uri, select_experiments)
 from samples.mlflow_store import log_many_runs, log_rich_run, scratch_dir
@@ -203,7 +204,7 @@ def test_source_follows_every_page(small_store):
     assert sorted(ids) == sorted(expected)
 
 
-def test_a_sql_store_lists_run_ids_in_one_query_in_search_runs_order(tmp_path, monkeypatch):
+def test_a_sql_store_lists_run_ids_by_query_in_search_runs_order(tmp_path, monkeypatch):
     """The launcher's listing of a SQL store: the ids alone, not a ``search_runs`` that builds every run,
     in the order ``search_runs`` gives (oldest first, equal start times by run id), experiment by
     experiment as asked, deleted runs only where asked."""
@@ -233,6 +234,8 @@ def test_a_sql_store_lists_run_ids_in_one_query_in_search_runs_order(tmp_path, m
     assert list(source.run_ids([second, first], include_deleted=True)) == every
     assert list(source.deleted_run_ids([second, first])) == deleted
     assert list(source.run_ids([])) == []
+    monkeypatch.setattr(mlflow_source, 'SQL_IN_ITEMS', 1)  # one query an experiment: the same listing
+    assert list(source.run_ids([second, first], include_deleted=True)) == every
 
 
 def test_fetch_run_reads_everything_and_cleans_up(small_store):
