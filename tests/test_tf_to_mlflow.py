@@ -258,9 +258,9 @@ def read_skipped(path: str) -> List[Dict[str, Any]]:
 def tf_to_mlflow(tmp_path, *args, timeout=600, workers=2):
     """``python -m pipelines.tf_to_mlflow ARGS`` in a subprocess, in a scratch working directory (MLflow's
     SQL stores put a new experiment's artifacts in ./mlruns), 2 DirectRunner worker processes unless
-    ``workers=1``: then the launcher's own process, as for any logdir of under 100 runs. Each worker
-    process opens the MLflow store anew, which about doubled a small conversion's time here; runs that
-    check no more than one process does take one."""
+    ``workers=1``: then the launcher's own process, as for any logdir of under 100 runs by default. Two
+    workers about doubled a conversion's time here (the kill test's logdir into SQLite: 30 s, against
+    14 s in one process); conversions that check no more than one process does take one."""
     cwd = tmp_path / 'cwd'
     cwd.mkdir(exist_ok=True)
     argv = [sys.executable, '-m', 'pipelines.tf_to_mlflow', *args, '--skipped', str(tmp_path / 'skipped.jsonl')]
