@@ -96,6 +96,35 @@ def eight_run_logdir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def twenty_four_runs(tmp_path_factory):
+    """24 runs ``run_NN``, each a ``train`` context (loss, acc: 1,500 steps) and a ``validate`` one (loss:
+    300 steps), 79,200 points: a conversion long enough to be stopped mid-way (test_kill_rerun,
+    test_full_disk). Written once a session (tensorboardX wrote about 6,000 points a second here). Returns
+    ``copy(logdir, count=None)``: puts copies of the first ``count`` runs (all by default) in ``logdir``
+    and returns what they hold, by (run, context)."""
+    import shutil
+
+    from samples.tensorboard_logs import write_tbx
+
+    root = str(tmp_path_factory.mktemp('twenty_four') / 'logs')
+    written = {}
+    for i in range(24):
+        run, start = f'run_{i:02d}', 1_700_000_000.0 + 1000 * i
+        written[(run, 'train')] = write_tbx(os.path.join(root, run, 'train'), ('loss', 'acc'), 1500, salt=i,
+                                            start_time=start)
+        written[(run, 'validate')] = write_tbx(os.path.join(root, run, 'validate'), ('loss',), 300, salt=i,
+                                               start_time=start)
+
+    def copy(logdir, count=None):
+        names = sorted({run for run, _ in written})[:count]
+        for name in names:
+            shutil.copytree(os.path.join(root, name), os.path.join(str(logdir), name))
+        return {key: points for key, points in written.items() if key[0] in names}
+
+    return copy
+
+
+@pytest.fixture(scope='session')
 def tensorflow_zoo(tmp_path_factory):
     """The directory ``samples.tensorflow_zoo`` filled: a Keras run and TF1/TF2 histograms written by
     TensorFlow itself, in one subprocess (TensorFlow's import, ~20 s, is paid once a session and stays

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from samples.tensorboard_logs import write_tbx
 from tests.readback import assert_same_points, expected_metrics, read_metrics, read_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,12 +29,6 @@ def tmpfs(path, size):
         yield path
     finally:
         subprocess.run(['umount', '-l', str(path)], check=False)
-
-
-def write_logdir(root, runs, steps):
-    return {(f'run_{i:02d}', 'train'): write_tbx(os.path.join(root, f'run_{i:02d}', 'train'), ('loss', 'acc'),
-                                                  steps, salt=i, start_time=1_700_000_000.0 + 1000 * i)
-            for i in range(runs)}
 
 
 def convert(logdir, repo, skipped, workers=2):
@@ -81,11 +74,12 @@ def error_lines(stderr):
 
 
 @pytest.mark.slow
-def test_a_full_disk_ends_the_conversion_with_one_line_and_a_rerun_with_space_completes_it(tmp_path):
+def test_a_full_disk_ends_the_conversion_with_one_line_and_a_rerun_with_space_completes_it(twenty_four_runs,
+                                                                                          tmp_path):
     logdir = tmp_path / 'logs'
-    # 12 x 2 x 1,500 points: a run's databases are published without RocksDB's LOG and preallocated
+    # 12 x (2 x 1,500 + 300) points: a run's databases are published without RocksDB's LOG and preallocated
     # MANIFEST (connectors.aim_staging), so 12 x 2 x 200 points no longer filled the 3 MB
-    written = write_logdir(str(logdir), runs=12, steps=1500)
+    written = twenty_four_runs(logdir, 12)
     repo_copy = tmp_path / 'with-space'
     with tmpfs(tmp_path / 'tiny', '3m') as tiny:
         repo = tiny / 'repo'
@@ -108,13 +102,13 @@ def test_a_full_disk_ends_the_conversion_with_one_line_and_a_rerun_with_space_co
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert_same_points(read_metrics(str(repo_copy)), expected_metrics(written))
-    assert sorted(read_runs(str(repo_copy))) == sorted(run for run, _ in written)
+    assert sorted(read_runs(str(repo_copy))) == sorted({run for run, _ in written})
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_conversion_with_one_line_and_a_rerun_completes_it(tmp_path):
+def test_sigterm_stops_the_conversion_with_one_line_and_a_rerun_completes_it(twenty_four_runs, tmp_path):
     logdir = tmp_path / 'logs'
-    written = write_logdir(str(logdir), runs=24, steps=1500)
+    written = twenty_four_runs(logdir)
     repo = tmp_path / 'repo'
     chunks = repo / '.aim' / 'meta' / 'chunks'
     with started(convert(logdir, repo, tmp_path / 'skipped.jsonl')) as process:
@@ -149,7 +143,7 @@ def test_sigterm_stops_the_conversion_with_one_line_and_a_rerun_completes_it(tmp
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert_same_points(read_metrics(str(repo)), expected_metrics(written))
-    assert sorted(read_runs(str(repo))) == sorted(run for run, _ in written)
+    assert sorted(read_runs(str(repo))) == sorted({run for run, _ in written})
 
 
 # Run in a child process: without the fix, the flush waits forever (and so would pytest).

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from samples.tensorboard_logs import write_tbx
 from tests.readback import read_metrics, read_runs
 
 pytestmark = pytest.mark.slow
@@ -18,11 +17,9 @@ def convert_cmd(logdir, repo):
     return [sys.executable, '-m', 'pipelines.tf_to_aim', '--logdir', str(logdir), '--repo', str(repo)]
 
 
-def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
+def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(twenty_four_runs, tmp_path):
     logdir = tmp_path / 'logs'
-    for i in range(24):
-        write_tbx(str(logdir / f'run_{i:02d}' / 'train'), ('loss', 'acc'), 1500, salt=i)
-        write_tbx(str(logdir / f'run_{i:02d}' / 'validate'), ('loss',), 300, salt=i)
+    twenty_four_runs(logdir)  # 24 runs of train and validate contexts, 3,300 points each
 
     reference = tmp_path / 'reference'
     subprocess.run(convert_cmd(logdir, reference), cwd=ROOT, check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with 1,001+ runs and a
+"""mlflow_to_aim: flags, then whole pipelines from real MLflow stores (SQLite with runs past a listing page and a
 50,000-point history, a real ``mlflow server``, a file store), read back through the Aim SDK."""
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def convert(*args, tmp_path):
     return mlflow_to_aim.run(argv)
 
 
-# ------------------------------------------------- SQLite: a 50,000-point history (1,001 runs: test_mlflow_scale)
+# ------------------------------------------------- SQLite: a 50,000-point history (runs past a page: test_mlflow_scale)
 
 @pytest.fixture(scope='module')
 def big_store():
@@ -198,13 +198,15 @@ def mlflow_server(mlflow_http):
 
 @pytest.mark.slow
 def test_tracking_server_by_name_and_by_id(mlflow_server, tmp_path):
+    """By name on two worker processes, then by id and name in the launcher's own process (as any store of
+    under 100 runs is converted by default): worker processes cost seconds of start-up each."""
     server, first, second, expected = mlflow_server
     repo = str(tmp_path / 'aim')
     argv = [sys.executable, '-m', 'pipelines.mlflow_to_aim', '--tracking-uri', server.url, '--repo', repo,
-            '--skipped', str(tmp_path / 'skipped.jsonl'), '--direct_num_workers', '2',
-            '--direct_running_mode', 'multi_processing']
-    by_name = subprocess.run([*argv, '--experiment', 'served'], cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
+            '--skipped', str(tmp_path / 'skipped.jsonl')]
+    two_workers = ['--direct_num_workers', '2', '--direct_running_mode', 'multi_processing']
+    by_name = subprocess.run([*argv, '--experiment', 'served', *two_workers], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
     assert by_name.returncode == 0, by_name.stderr[-3000:]
     first_pass = assert_converted(repo, {k: v for k, v in expected.items() if v['experiment'] == 'served'})
     by_id = subprocess.run([*argv, '--experiment', second, '--experiment', 'served'], cwd=ROOT,

@@ -255,13 +255,17 @@ def read_skipped(path: str) -> List[Dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------- the command
 
-def tf_to_mlflow(tmp_path, *args, timeout=600):
+def tf_to_mlflow(tmp_path, *args, timeout=600, workers=2):
     """``python -m pipelines.tf_to_mlflow ARGS`` in a subprocess, in a scratch working directory (MLflow's
-    SQL stores put a new experiment's artifacts in ./mlruns), 2 DirectRunner worker processes."""
+    SQL stores put a new experiment's artifacts in ./mlruns), 2 DirectRunner worker processes unless
+    ``workers=1``: then the launcher's own process, as for any logdir of under 100 runs by default. Two
+    workers about doubled a conversion's time here (the kill test's logdir into SQLite: 30 s, against
+    14 s in one process); conversions that check no more than one process does take one."""
     cwd = tmp_path / 'cwd'
     cwd.mkdir(exist_ok=True)
-    argv = [sys.executable, '-m', 'pipelines.tf_to_mlflow', *args, '--skipped', str(tmp_path / 'skipped.jsonl'),
-            '--direct_num_workers', '2', '--direct_running_mode', 'multi_processing']
+    argv = [sys.executable, '-m', 'pipelines.tf_to_mlflow', *args, '--skipped', str(tmp_path / 'skipped.jsonl')]
+    if workers > 1:
+        argv += ['--direct_num_workers', str(workers), '--direct_running_mode', 'multi_processing']
     env = {**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')}
     return subprocess.run(argv, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -274,7 +278,9 @@ def _metric_rows(actual) -> int:
 def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
     """Converted into each kind of store and read back whole; the dead letter of the refused key; (SQLite,
     HTTP) a re-run adds nothing; (SQLite) a re-run after appending events adds exactly the new points.
-    (PostgreSQL) the artifacts go to S3 (moto's server), as a production SQL store keeps them."""
+    (PostgreSQL) the artifacts go to S3 (moto's server), as a production SQL store keeps them. The first
+    conversion into SQLite runs on two worker processes (every kind of value written from workers); the
+    others in one process (the kill test below has SQLite written by two workers at once again)."""
     root, logs = mixed_logdir
     artifacts = ['--artifact-location', str(tmp_path / 'artifacts')]
     bucket = None
@@ -289,7 +295,8 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
         server = request.getfixturevalue('mlflow_http')  # the session's: experiment tb-import is ours
         uri, artifacts = server.url, []
 
-    done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
+    done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts,
+                        workers=2 if store == 'sqlite' else 1)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'MLflow has no histogram type' in done.stdout + done.stderr
     assert 'already in MLflow' not in done.stdout + done.stderr
@@ -301,7 +308,7 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
         assert any('/histograms/' in path for path in stored) and any('/images/' in path for path in stored)
         return
 
-    again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
+    again = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts, workers=1)
     assert again.returncode == 0, again.stderr[-3000:]
     report = again.stdout + again.stderr
     written = int(re.search(r'points written\s+([\d,]+)', report).group(1).replace(',', ''))
@@ -315,7 +322,7 @@ def test_tf_to_mlflow(store, mixed_logdir, tmp_path, request, monkeypatch):
         return
 
     _write_odd_run(os.path.join(root, 'odd_run'), range(4, 7))  # a new event file: 3 more steps
-    appended = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts)
+    appended = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', uri, *artifacts, workers=1)
     assert appended.returncode == 0, appended.stderr[-3000:]
     third = check_store(uri, root, logs, str(tmp_path / 'read3'))
     assert _metric_rows(third) == _metric_rows(first) + 2 * 3  # loss and acc_top1; the long tag refused again
@@ -445,7 +452,8 @@ def _many_runs(root: str, runs: int, steps: int) -> None:
 
 def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     """SIGKILL once the store holds runs, then the same command again: the store ends as an uninterrupted
-    conversion's (no second run, no point twice or missing, every run FINISHED)."""
+    conversion's (no second run, no point twice or missing, every run FINISHED). The uninterrupted
+    conversion runs in one process: the killed one and its re-run have two workers."""
     import signal
     import sqlite3
     import time
@@ -453,7 +461,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_conversion(tmp_path):
     root = str(tmp_path / 'kill')
     _many_runs(root, 4, 7000)  # 22,400 points a run: two bulk transactions each; two runs a worker
     reference = f'sqlite:///{tmp_path}/reference.db'
-    done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', reference)
+    done = tf_to_mlflow(tmp_path, '--logdir', root, '--tracking-uri', reference, workers=1)
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed_db = tmp_path / 'killed.db'

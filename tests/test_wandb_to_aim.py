@@ -1,5 +1,6 @@
 """``python -m pipelines.wandb_to_aim`` end to end: runs written by the real ``wandb`` package (offline), converted
-by the real command with two worker processes, read back through Aim's SDK against what was logged."""
+by the real command with two worker processes (a re-run and a dry run in the launcher's own process, as
+any directory of under 100 runs is converted by default), read back through Aim's SDK against what was logged."""
 from __future__ import annotations
 
 import json
@@ -165,8 +166,8 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     """Scalars, nested keys, strings, images, histograms, a table, console lines, system metrics, config,
     summary, tags, notes; a failed run, a resumed run (two files, steps restarted by W&B), a killed run;
     W&B's latest-run links passed over; one dead letter for the list value; the report adds up.
-    Then the same runs from s3:// (moto), project ``vision`` only, into the same repo: its three runs are
-    rewritten as they were (no run, no point twice), the ``nlp`` run is left as it was."""
+    Then the same runs from s3:// (moto), project ``vision`` only, into the same repo, in one process: its
+    three runs are rewritten as they were (no run, no point twice), the ``nlp`` run is left as it was."""
     root, expected = wandb_runs
     repo = str(tmp_path / 'aim')
     result = wandb_to_aim(tmp_path, '--wandb-dir', root, '--repo', repo)
@@ -192,7 +193,7 @@ def test_wandb_runs_into_aim_then_again_from_s3(wandb_runs, s3_server, s3fs_clie
     s3fs_client.mkdir(bucket)
     s3fs_client.put(root, f'{bucket}/wandb', recursive=True)
     result = wandb_to_aim(tmp_path, '--wandb-dir', f's3://{bucket}/wandb', '--repo', repo, '--wandb-project', 'vision',
-                          env=s3_server.env)
+                          env=s3_server.env, workers=1)
     assert result.returncode == 0, result.stderr[-3000:]
     check_converted(repo, root, expected, ['alpha', 'beta', 'resumed', 'gamma'])
     counters = _counters(tmp_path)
