@@ -28,8 +28,8 @@ from aim.sdk.data_version import DATA_VERSION
 from aim.storage.rockscontainer import RocksContainer
 
 from connectors.aim_bucket import AIM_DIR, RUNFERRY_DIR, BucketRepo
-from connectors.aim_bucket_records import content_digest, plain_records, record_name, write_records
-from connectors.aim_local_run import unpack_records
+from connectors.aim_bucket_records import content_digest, record_name, write_packed, write_records
+from connectors.aim_record_frames import plain_records, unpack_records
 from connectors.aim_sink import AimRunWriter, WrittenRun
 from runmodel import RunData, Skip
 
@@ -106,7 +106,10 @@ class BucketRunWriter:
         run_hash = written.hash
         records_path = os.path.join(self.scratch, f'{run_hash}.records')
         with open(records_path, 'wb') as out:
-            write_records(out, written.props, self._meta_records(written))
+            if written.meta_records is not None:  # packed at the run's close: written as they are
+                write_packed(out, written.props, written.meta_records)
+            else:
+                write_records(out, written.props, self._meta_records(written))
         digest = content_digest(written.props, self._meta_records(written), self._container_records('seqs', run_hash))
         name = record_name(run_hash, digest)
         present = self.bucket.glob(*RECORDS_DIR, f'{run_hash}.*')

@@ -21,10 +21,9 @@ KEPT_DIR = 'runferry-index-records'  # under the repo's .aim
 
 
 def keep_records(repo_path: str, props, meta_records: bytes) -> str:
-    """Write a run's packed meta records (``WrittenRun.meta_records``) and props to its file, whole (a
-    temporary name renamed into place); returns the file's path."""
-    from connectors.aim_bucket_records import plain_records, write_records
-    from connectors.aim_local_run import unpack_records
+    """Write a run's packed meta records (``WrittenRun.meta_records``, written as they are packed) and
+    props to its file, whole (a temporary name renamed into place); returns the file's path."""
+    from connectors.aim_bucket_records import write_packed
 
     directory = os.path.join(os.path.abspath(repo_path), '.aim', KEPT_DIR)
     os.makedirs(directory, exist_ok=True)
@@ -32,7 +31,7 @@ def keep_records(repo_path: str, props, meta_records: bytes) -> str:
     temporary = f'{path}.{os.getpid()}.tmp'
     try:
         with open(temporary, 'wb') as out:
-            write_records(out, props, plain_records(unpack_records(meta_records)))
+            write_packed(out, props, meta_records)
         os.replace(temporary, path)
     except BaseException:
         _remove(temporary)
