@@ -8,46 +8,36 @@ run's whole content (props, and every record of both its containers): a re-run t
 digest finds the run already there, equal, and uploads nothing.
 
 The format is read without ``pickle`` (it comes from a bucket): a header line, the props as one JSON
-line, then zlib-compressed frames ``>IIB`` (key length, value length, blob flag) + key + value.
+line, then the records as ``connectors.aim_record_frames`` packs them (the bytes a writer packed at the
+run's close are written as they are: ``write_packed``).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import struct
-import zlib
 from typing import Any, BinaryIO, Iterable, Iterator, Tuple
 
-from aim.storage.utils import BLOB
-
 from connectors.aim_index import RunProps
+from connectors.aim_record_frames import FRAME as _FRAME, pack_frames, plain_records, unpack_records
 
-__all__ = ['write_records', 'read_records', 'read_props', 'record_name', 'hash_of_record', 'content_digest',
+__all__ = ['write_records', 'write_packed', 'read_records', 'read_props', 'record_name', 'hash_of_record', 'content_digest',
            'plain_records']
 
 _HEADER = b'runferry-index-records 1\n'
-_FRAME = struct.Struct('>IIB')
 _DIGEST_CHARS = 32
-
-
-def plain_records(items: Iterable[Tuple[bytes, Any]]) -> Iterator[Tuple[bytes, bytes, bool]]:
-    """A container's (key, value) records as (key, value bytes, was a blob): lazy ``BLOB``s loaded."""
-    for key, value in items:
-        if isinstance(value, BLOB):
-            yield bytes(key), bytes(value.load()), True
-        else:
-            yield bytes(key), bytes(value), False
 
 
 def write_records(out: BinaryIO, props: RunProps, records: Iterable[Tuple[bytes, bytes, bool]]) -> None:
     """The file: header, props, compressed record frames."""
+    write_packed(out, props, pack_frames(records))
+
+
+def write_packed(out: BinaryIO, props: RunProps, packed: bytes) -> None:
+    """The file, of records already packed (``connectors.aim_local_run.pack_records``)."""
     out.write(_HEADER)
     out.write(json.dumps(dataclasses.asdict(props), sort_keys=True).encode() + b'\n')
-    compressor = zlib.compressobj(1)
-    for key, value, is_blob in records:
-        out.write(compressor.compress(_FRAME.pack(len(key), len(value), is_blob) + key + value))
-    out.write(compressor.flush())
+    out.write(packed)
 
 
 def _open(source: BinaryIO) -> RunProps:
@@ -65,19 +55,7 @@ def read_props(source: BinaryIO) -> RunProps:
 def read_records(source: BinaryIO) -> Tuple[RunProps, Iterator[Tuple[bytes, Any]]]:
     """(props, the meta records as ``index_runs`` takes them: values that were blobs as ``BLOB``s)."""
     props = _open(source)
-    data = zlib.decompress(source.read())
-
-    def records():
-        offset = 0
-        while offset < len(data):
-            key_size, value_size, is_blob = _FRAME.unpack_from(data, offset)
-            offset += _FRAME.size
-            key = data[offset:offset + key_size]
-            offset += key_size
-            value = data[offset:offset + value_size]
-            offset += value_size
-            yield key, (BLOB(data=value) if is_blob else value)
-    return props, records()
+    return props, unpack_records(source.read())
 
 
 def content_digest(props: RunProps, *containers: Iterable[Tuple[bytes, bytes, bool]]) -> str:

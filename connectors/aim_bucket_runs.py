@@ -22,14 +22,14 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from aim.sdk.data_version import DATA_VERSION
 from aim.storage.rockscontainer import RocksContainer
 
 from connectors.aim_bucket import AIM_DIR, RUNFERRY_DIR, BucketRepo
-from connectors.aim_bucket_records import content_digest, plain_records, record_name, write_records
-from connectors.aim_local_run import unpack_records
+from connectors.aim_bucket_records import content_digest, hash_of_record, record_name, write_packed, write_records
+from connectors.aim_record_frames import plain_records, unpack_records
 from connectors.aim_sink import AimRunWriter, WrittenRun
 from runmodel import RunData, Skip
 
@@ -75,6 +75,7 @@ class BucketRunWriter:
         atexit.register(shutil.rmtree, self.scratch, True)  # a worker process may exit without teardown
         make_scratch_repo(self.scratch)
         self.local = AimRunWriter(self.scratch)
+        self._present_at_start: Optional[Set[str]] = None  # run hashes of which the bucket held anything
 
     def prepare(self, data: RunData) -> None:
         self.local.prepare(data)
@@ -106,19 +107,35 @@ class BucketRunWriter:
         run_hash = written.hash
         records_path = os.path.join(self.scratch, f'{run_hash}.records')
         with open(records_path, 'wb') as out:
-            write_records(out, written.props, self._meta_records(written))
+            if written.meta_records is not None:  # packed at the run's close: written as they are
+                write_packed(out, written.props, written.meta_records)
+            else:
+                write_records(out, written.props, self._meta_records(written))
         digest = content_digest(written.props, self._meta_records(written), self._container_records('seqs', run_hash))
         name = record_name(run_hash, digest)
-        present = self.bucket.glob(*RECORDS_DIR, f'{run_hash}.*')
-        if present == [name]:
-            return name, False
-        # from here until its new marker is up, the run is absent
-        self.bucket.remove([(*RECORDS_DIR, old) for old in present])
-        for kind in CONTAINER_KINDS:
-            self.bucket.remove_tree(AIM_DIR, kind, 'chunks', run_hash)
+        if run_hash in self._present():  # a copy of the run, whole or not: compared, else removed first
+            present = self.bucket.glob(*RECORDS_DIR, f'{run_hash}.*')
+            if present == [name]:
+                return name, False
+            # from here until its new marker is up, the run is absent
+            self.bucket.remove([(*RECORDS_DIR, old) for old in present])
+            for kind in CONTAINER_KINDS:
+                self.bucket.remove_tree(AIM_DIR, kind, 'chunks', run_hash)
         self.bucket.put_files(self._container_files(run_hash))
         self.bucket.put_file(records_path, *RECORDS_DIR, name)
         return name, True
+
+    def _present(self) -> Set[str]:
+        """The runs the bucket held anything of (a marker, a container's directory) when this writer
+        first looked, listed once: a run not among them is uploaded without three requests more to look
+        for an older copy and remove it (the common case: a backfill into a new prefix). One conversion
+        at a time per bucket repo (see the README), so no other writer adds a run meanwhile."""
+        if self._present_at_start is None:
+            present = {hash_of_record(name) for name in self.bucket.glob(*RECORDS_DIR, '*')}
+            for kind in CONTAINER_KINDS:
+                present.update(self.bucket.glob(AIM_DIR, kind, 'chunks', '*'))
+            self._present_at_start = present
+        return self._present_at_start
 
     def _meta_records(self, written: WrittenRun):
         if written.meta_records is not None:

@@ -22,7 +22,7 @@ from aim.storage import encoding as _encoding
 from aim.storage.rockscontainer import RocksContainer
 
 from connectors import aim_staging
-from connectors.aim_local_run import unpack_records
+from connectors.aim_record_frames import unpack_records
 from connectors.aim_repo import open_repo, utc_datetime
 from connectors.aim_version import write_path
 

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import datetime
 import os
-import pickle
 import shutil
-import zlib
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import pytz
 
 from aim.sdk.repo import Repo
 from aim.storage.rockscontainer import RocksContainer
-from aim.storage.utils import BLOB
 
 from connectors import aim_staging
+from connectors.aim_record_frames import pack_frames, plain_records, unpack_records
 from connectors import aim_storage as storage
 from connectors.aim_run_container import RunContainer
 from connectors import disk_guard
 
-__all__ = ['LocalRun', 'pack_records', 'unpack_records', 'PACK_MAX_BYTES']
+__all__ = ['LocalRun', 'pack_records', 'unpack_records', 'PACK_MAX_BYTES']  # unpack_records: aim_record_frames'
 
 
 class LocalRun:
@@ -168,26 +166,11 @@ class LocalRun:
 
 
 def pack_records(items: Iterable[Tuple[bytes, Any]]) -> Optional[bytes]:
-    """A container's (key, value) records as one compressed bytes object. Values stored as blobs come
-    as lazy ``BLOB``s reading through the container: they are loaded now, and flagged. None for a
-    container of more than ``PACK_MAX_BYTES`` (a run of many sequences or large objects): the index
-    step then reads it from the container, in bounded batches."""
-    records, size = [], 0
-    for key, value in items:
-        if isinstance(value, BLOB):
-            value, is_blob = bytes(value.load()), True
-        else:
-            is_blob = False
-        size += len(key) + len(value)
-        if size > PACK_MAX_BYTES:
-            return None
-        records.append((key, value, is_blob))
-    return zlib.compress(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    """A container's (key, value) records as one compressed bytes object (``connectors.aim_record_frames``).
+    Values stored as blobs come as lazy ``BLOB``s reading through the container: they are loaded now,
+    and flagged. None for a container of more than ``PACK_MAX_BYTES`` (a run of many sequences or large
+    objects): the index step then reads it from the container, in bounded batches."""
+    return pack_frames(plain_records(items), PACK_MAX_BYTES)
 
 
 PACK_MAX_BYTES = 4 << 20  # a typical run's meta container is ~50 KB
-
-
-def unpack_records(packed: bytes) -> Iterator[Tuple[bytes, Any]]:
-    for key, value, is_blob in pickle.loads(zlib.decompress(packed)):
-        yield key, (BLOB(data=value) if is_blob else value)

@@ -104,11 +104,13 @@ def remove_stale_stages(root: str) -> None:
 
 
 def _published(name: str, path: str) -> bool:
-    """Whether a closed database's file ``name`` goes into the repo. A closed database is read from its
-    CURRENT, MANIFEST, table files (and IDENTITY, OPTIONS: small, kept so the database is as RocksDB
-    leaves it). Not LOCK and LOG (created by whoever opens it next), nor an empty write-ahead log
-    (the close flushed the memtable; a non-empty one would be copied)."""
-    if name in ('CURRENT', 'IDENTITY') or name.startswith(('MANIFEST-', 'OPTIONS-')) or name.endswith('.sst'):
+    """Whether a closed database's file ``name`` goes into the repo: the files it is read from, its
+    CURRENT, MANIFEST and table files. Not IDENTITY and OPTIONS (a read-only open, Aim's and ``aim up``'s,
+    needs neither; a read-write open makes them again: ``tests/test_staged_run.py``), whose two copies
+    a database cost a small run's write more than its data did on ext4 (a file created on the repo's
+    disk is the expensive part of a copy); not LOCK and LOG (made by whoever opens it next), nor an
+    empty write-ahead log (the close flushed the memtable; a non-empty one would be copied)."""
+    if name == 'CURRENT' or name.startswith('MANIFEST-') or name.endswith('.sst'):
         return True
     return name.endswith('.log') and os.path.getsize(path) > 0
 

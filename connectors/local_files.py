@@ -8,7 +8,8 @@ __all__ = ['process_alive', 'fsync_directory']
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (another user's included); this process is."""
+    """Whether a process ``pid`` runs on this machine (another user's included); this process is. A
+    zombie (killed, not yet reaped by its parent) is not."""
     if pid == os.getpid():
         return True
     try:
@@ -17,7 +18,11 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as stat:
+            return stat.read().rsplit(b')', 1)[1].split()[0] != b'Z'
+    except (OSError, IndexError):  # no /proc: alive, as kill said
+        return True
 
 
 def fsync_directory(path: str) -> None:

@@ -19,19 +19,34 @@ __all__ = ['ProgressRecorder', 'ProgressDisplay']
 
 
 class ProgressRecorder:
-    """Picklable; appends to ``<directory>/<pid>.progress``, one short line per event."""
+    """Picklable; appends to ``<directory>/<pid>.progress``, one short line per event. The file stays open
+    in each process that records (opening it for each line cost more than the line), line-buffered so
+    that the display sees each line at once."""
 
     def __init__(self, directory: Optional[str]):
         self.directory = directory
+        self._out = None
+        self._pid = None
+
+    def __getstate__(self):
+        return {'directory': self.directory}
+
+    def __setstate__(self, state):
+        self.__init__(state['directory'])
 
     def record(self, what: str, count: int = 1, points: int = 0) -> None:
         if not self.directory:
             return
         try:
-            with open(os.path.join(self.directory, f'{os.getpid()}.progress'), 'a') as out:
-                out.write(f'{what} {count} {points}\n')
+            self._file().write(f'{what} {count} {points}\n')
         except OSError:
             pass  # progress is a courtesy; it never fails a conversion
+
+    def _file(self):
+        if self._out is None or self._pid != os.getpid():  # a new process: its own file
+            self._out = open(os.path.join(self.directory, f'{os.getpid()}.progress'), 'a', buffering=1)
+            self._pid = os.getpid()
+        return self._out
 
 
 class ProgressDisplay(threading.Thread):

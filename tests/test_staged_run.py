@@ -59,6 +59,7 @@ def test_a_staged_run_appears_at_its_close_whole_and_reads_back_as_one_written_i
         names = sorted(os.listdir(database))
         assert 'LOCK' not in names and 'LOG' not in names and 'CURRENT' in names, names
         assert all(aim_staging.PUBLISHED(name, os.path.join(database, name)) for name in names), names
+        assert not any(name == 'IDENTITY' or name.startswith('OPTIONS-') for name in names), names
     assert os.listdir(staging) == []  # the stage is removed
     index(staged_repo, [written])
     index(in_repo, [AimRunWriter(in_repo, staging=None).write(small_run('a'))])

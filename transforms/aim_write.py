@@ -42,6 +42,7 @@ class WriteRunsFn(CountedDoFn):
         self.points_skipped = Metrics.counter(NAMESPACE, 'points_skipped')
         self._writer = None
         self._held = None
+        self._kept = None  # connectors.aim_kept_records.KeptRecords, at the first run kept
         # set at the first "no space left" (connectors.disk_guard.RepoFull): every later run fails at
         # once with it, instead of each failing slowly on the full disk
         self._repo_full = None
@@ -88,6 +89,8 @@ class WriteRunsFn(CountedDoFn):
     def teardown(self):
         if self._writer is not None:
             self._writer.discard_prepared()  # only after a failure is anything left prepared
+        if self._kept is not None:
+            self._kept.close()
         if in_direct_runner_worker_process():  # it exits next: see pipelines.common.exit_program
             gc.freeze()
 
@@ -140,13 +143,15 @@ class WriteRunsFn(CountedDoFn):
 
     def _index_inputs(self, result) -> Dict[str, Any]:
         """What the index step needs of a run written (``IndexRunsFn``): its SQLite props and meta records,
-        the records kept in a file beside a local repo (``connectors.aim_kept_records``): only the file's
-        path travels, so that the index step's input does not grow with the runs' records."""
+        the records kept in a file beside a local repo (``connectors.aim_kept_records``): only where they are
+        travels, so that the index step's input does not grow with the runs' records."""
         inputs = {'props': result.props, 'meta_records': result.meta_records}
         if result.meta_records is not None and result.props is not None and '://' not in self.repo:
-            from connectors.aim_kept_records import keep_records
+            if self._kept is None:
+                from connectors.aim_kept_records import KeptRecords
+                self._kept = KeptRecords(self.repo)
             try:
-                inputs = {'props': result.props, 'kept': keep_records(self.repo, result.props, result.meta_records)}
+                inputs = {'props': result.props, 'kept': self._kept.keep(result.props, result.meta_records)}
             except OSError:  # a full disk: the records travel in memory, as they did
                 pass
         return inputs
@@ -191,7 +196,7 @@ class IndexRunsFn(CountedDoFn):
         self.runs_index_deferred = Metrics.counter(NAMESPACE, 'runs_index_deferred')
 
     def process(self, results: List[Dict[str, Any]]):
-        from connectors.aim_kept_records import RecordFiles, discard
+        from connectors.aim_kept_records import RecordFiles, discard, remove_stale
         from connectors.aim_sink import IndexBusy, index_runs
 
         kept = {r['hash']: r['kept'] for r in results if r.get('kept')}
@@ -202,6 +207,7 @@ class IndexRunsFn(CountedDoFn):
                                  {**RecordFiles(kept), **in_memory} if in_memory else RecordFiles(kept))
         except IndexBusy as busy:  # the runs are written and listed by who holds the index: one report line
             discard(kept.values())
+            remove_stale(self.repo)
             self.runs_index_deferred.inc(busy.runs)
             yield 0
             return
@@ -216,6 +222,7 @@ class IndexRunsFn(CountedDoFn):
                                                  f'{type(full).__name__}: {full}', 'run', count=0))
             return
         discard(kept.values())
+        remove_stale(self.repo)  # a killed conversion's files: their runs were written again now
         yield indexed
 
 
