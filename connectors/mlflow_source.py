@@ -90,6 +90,12 @@ def _is_file_store(uri: str) -> bool:
     return uri.startswith('file:')
 
 
+class EmptyHistory(ConnectionError):
+    """A tracking server answered ``get_metric_history`` with no point for a key its ``get_run`` lists:
+    seen when a connection was cut in that answer (tests/test_faults.py's proxy); taken as transient,
+    so the call is retried, and named if it lasts."""
+
+
 def normalize_tracking_uri(uri: str) -> str:
     """A plain local path (``./mlruns``) becomes an absolute ``file://`` URI and a relative SQLite path an
     absolute one, so that workers started elsewhere read the same store; other URIs are kept as given."""
@@ -353,9 +359,15 @@ class MlflowSource:
         key, its artifacts and its models. Works against every store."""
         client = self.client
         run = self._call(f'get_run {run_id}', client.get_run, run_id)
+
+        def history(key: str):
+            points = client.get_metric_history(run_id, key)
+            if not points:  # get_run lists the key, so it holds a point: an answer cut short (retried)
+                raise EmptyHistory(f'get_metric_history returned no point of {key!r}, which get_run lists')
+            return points
+
         metrics = {key: [(int(m.step), float(m.value), int(m.timestamp))
-                         for m in self._call(f'get_metric_history {run_id} {key}', client.get_metric_history,
-                                             run_id, key)]
+                         for m in self._call(f'get_metric_history {run_id} {key}', history, key)]
                    for key in sorted(run.data.metrics)}
         return self._record(run, metrics)
 
@@ -476,6 +488,10 @@ class MlflowSource:
         """A run's record from its MLflow ``Run`` and metric histories; its artifacts and models are read
         here."""
         info, data = run.info, run.data
+        missing = sorted(key for key in data.metrics if not metrics.get(key))
+        if missing:  # the store lists a latest value of these keys and holds no point of their history
+            raise LookupError(f'run {info.run_id}: MLflow lists metric(s) {", ".join(map(repr, missing))} but '
+                              f'returned no point of their history; the run is not converted without them')
         artifacts, skipped, companions = self._read_artifacts(info.run_id, info.artifact_uri)
         return MlflowRunRecord(
             run_id=info.run_id, experiment_id=str(info.experiment_id), run_name=info.run_name or info.run_id,

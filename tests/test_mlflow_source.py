@@ -261,3 +261,37 @@ def test_source_pickles_without_its_client(small_store):
     source.experiments()
     clone = pickle.loads(pickle.dumps(source))
     assert clone._client is None and clone.tracking_uri == source.tracking_uri
+
+
+def test_a_metric_listed_without_history_fails_its_run_naming_the_key(tmp_path, monkeypatch):
+    """A key whose latest value the store lists but of whose history it returns no point (a tracking
+    server's answer cut short; here a store that lost the rows) is never dropped in silence: one by one,
+    the call is retried as transient and then named; in bulk, the run is an error naming the key. The
+    other runs are read whole."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    from connectors.retry import RetriesExhausted
+
+    uri = f'sqlite:///{tmp_path}/mlflow.db'
+    client = MlflowClient(uri)
+    experiment = client.create_experiment('lost')
+    damaged, whole = (client.create_run(experiment).info.run_id for _ in range(2))
+    for run_id in (damaged, whole):
+        for step in range(3):
+            client.log_metric(run_id, 'loss', 1.0 / (step + 1), step=step)
+            client.log_metric(run_id, 'acc', step / 4, step=step)
+    with sqlite3.connect(f'{tmp_path}/mlflow.db') as db:  # the history gone, the latest value kept
+        db.execute("DELETE FROM metrics WHERE run_uuid = ? AND key = 'acc'", (damaged,))
+
+    source = MlflowSource(uri)
+    fetched = dict(source.fetch_runs([damaged, whole], [experiment]))
+    assert isinstance(fetched[damaged], LookupError) and "'acc'" in str(fetched[damaged])
+    assert {key: len(points) for key, points in fetched[whole].metrics.items()} == {'acc': 3, 'loss': 3}
+
+    monkeypatch.setenv('RUNFERRY_RETRY_ATTEMPTS', '2')
+    monkeypatch.setenv('RUNFERRY_RETRY_INITIAL_SECONDS', '0.01')
+    with pytest.raises(RetriesExhausted, match=r"get_metric_history .*acc.*no point of 'acc'"):
+        source.fetch_run(damaged)
+    assert len(source.fetch_run(whole).metrics['acc']) == 3
